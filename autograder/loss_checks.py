@@ -1,0 +1,117 @@
+"""Checks of an NT-Xent implementation ``loss_fn(z_i, z_j, temperature) -> scalar tensor``.
+
+Each check raises ``AssertionError`` with a message that says what is wrong. They are driven by
+hypothesis in the test suite and, run on a few fixed inputs, must catch the broken losses of the seeds.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def nt_xent_loop(z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> float:
+    """NT-Xent written as the formula reads, one anchor at a time, in float64: the slow oracle."""
+    z = [v.double() for v in torch.cat([z_i, z_j])]
+    n2 = len(z)
+    n = n2 // 2
+    total = 0.0
+    for i in range(n2):
+        positive = (i + n) % n2
+        s = [float(z[i] @ z[k] / (z[i].norm() * z[k].norm())) for k in range(n2)]
+        denominator = sum(math.exp(s[k] / temperature) for k in range(n2) if k != i)
+        total += -math.log(math.exp(s[positive] / temperature) / denominator)
+    return total / n2
+
+
+def _value(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> float:
+    loss = loss_fn(z_i.clone(), z_j.clone(), temperature)
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0, "the loss must be a scalar (0-d) tensor"
+    value = float(loss)
+    assert math.isfinite(value), f"the loss is {value} at temperature {temperature}"
+    return value
+
+
+def check_matches_formula(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float,
+                          tol: float = 1e-5) -> None:
+    expected = nt_xent_loop(z_i, z_j, temperature)
+    got = _value(loss_fn, z_i, z_j, temperature)
+    assert abs(got - expected) <= tol * max(1.0, abs(expected)), (
+        f"loss {got:.6f} differs from the NT-Xent formula's {expected:.6f} "
+        f"(N={len(z_i)}, D={z_i.shape[1]}, tau={temperature})")
+
+
+def check_symmetric(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    a, b = _value(loss_fn, z_i, z_j, temperature), _value(loss_fn, z_j, z_i, temperature)
+    assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5), f"loss(z_i, z_j)={a:.6f} but loss(z_j, z_i)={b:.6f}"
+
+
+def check_scale_invariant(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    """Rescaling any row by a positive factor must not change the loss (it uses cosine similarity)."""
+    gen = torch.Generator().manual_seed(0)
+    scale_i = torch.rand(len(z_i), 1, generator=gen) * 9.9 + 0.1
+    scale_j = torch.rand(len(z_j), 1, generator=gen) * 9.9 + 0.1
+    a = _value(loss_fn, z_i, z_j, temperature)
+    b = _value(loss_fn, z_i * scale_i, z_j * scale_j, temperature)
+    assert math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-4), (
+        f"rescaling the projections changed the loss from {a:.6f} to {b:.6f}: are they L2-normalised?")
+
+
+def check_permutation_invariant(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    perm = torch.randperm(len(z_i), generator=torch.Generator().manual_seed(1))
+    a, b = _value(loss_fn, z_i, z_j, temperature), _value(loss_fn, z_i[perm], z_j[perm], temperature)
+    assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5), f"reordering the pairs changed the loss from {a:.6f} to {b:.6f}"
+
+
+def check_single_pair_is_zero(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    """With N=1 each anchor's only other view is its positive, so the loss is exactly 0."""
+    value = _value(loss_fn, z_i[:1], z_j[:1], temperature)
+    assert abs(value) < 1e-6, f"with one pair the loss must be 0 (no negatives), got {value:.6f}"
+
+
+def check_large_temperature_limit(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    """As tau grows every similarity counts alike: the loss tends to log(2N - 1)."""
+    n = len(z_i)
+    value = _value(loss_fn, z_i, z_j, 1e4)
+    assert abs(value - math.log(2 * n - 1)) < 1e-3, (
+        f"at tau=1e4 the loss should be about log(2N-1)={math.log(2 * n - 1):.4f} for N={n}, got {value:.4f}")
+
+
+def check_increases_with_temperature_when_aligned(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor,
+                                                   temperature: float) -> None:
+    """With z_j == z_i every negative is less similar than the positive, so a larger tau raises the loss."""
+    if len(z_i) < 2:
+        return
+    taus = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    values = [_value(loss_fn, z_i, z_i.clone(), t) for t in taus]
+    for (t0, v0), (t1, v1) in zip(zip(taus, values), zip(taus[1:], values[1:])):
+        assert v1 >= v0 - 1e-6, f"aligned positives: loss fell from {v0:.6f} at tau={t0} to {v1:.6f} at tau={t1}"
+    assert values[-1] > values[0], "aligned positives: the loss did not grow with the temperature"
+
+
+def check_stable_small_temperature(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    """Large inputs at tau=0.05 must give a finite loss equal to the formula's (no overflow in exp)."""
+    check_matches_formula(loss_fn, z_i * 1e4, z_j * 1e4, 0.05, tol=1e-4)
+
+
+def check_gradients_reach_both(loss_fn: LossFn, z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> None:
+    if len(z_i) < 2:
+        return
+    a, b = z_i.clone().requires_grad_(True), z_j.clone().requires_grad_(True)
+    loss = loss_fn(a, b, temperature)
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad, "the loss does not depend on its inputs"
+    loss.backward()
+    for name, x in (("z_i", a), ("z_j", b)):
+        assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0, (
+            f"no (finite, non-zero) gradient reaches {name}")
+
+
+PROPERTY_CHECKS = (
+    check_symmetric, check_scale_invariant, check_permutation_invariant, check_single_pair_is_zero,
+    check_large_temperature_limit, check_increases_with_temperature_when_aligned, check_stable_small_temperature,
+    check_gradients_reach_both,
+)
+ALL_CHECKS = (check_matches_formula,) + PROPERTY_CHECKS

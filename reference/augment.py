@@ -1,0 +1,32 @@
+"""SimCLR's augmentation pipeline for 32x32 CIFAR images."""
+from torchvision import transforms
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+
+
+def get_augmentations(normalize: bool = True) -> transforms.Compose:
+    """The random transformation t ~ T that makes one view of a PIL image.
+
+    RandomResizedCrop(32), horizontal flip (p=0.5), colour jitter
+    (0.4, 0.4, 0.4, 0.1) applied with p=0.8, grayscale (p=0.2), ToTensor,
+    and CIFAR-10 normalisation when ``normalize`` is true.
+    """
+    steps = [
+        transforms.RandomResizedCrop(size=32),
+        transforms.RandomHorizontalFlip(p=0.5),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2),
+        transforms.ToTensor(),
+    ]
+    if normalize:
+        steps.append(transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD))
+    return transforms.Compose(steps)
+
+
+def get_eval_transform(normalize: bool = True) -> transforms.Compose:
+    """The deterministic transform used to compute representations for evaluation."""
+    steps = [transforms.ToTensor()]
+    if normalize:
+        steps.append(transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD))
+    return transforms.Compose(steps)
