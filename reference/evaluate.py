@@ -42,10 +42,9 @@ def linear_probe(encoder: nn.Module, train_loader: Iterable, test_loader: Iterab
     mean, std = train_h.mean(dim=0), train_h.std(dim=0) + 1e-6
     train_h, test_h = (train_h - mean) / std, (test_h - mean) / std
     generator = torch.Generator().manual_seed(seed)
-    classifier = nn.Linear(train_h.shape[1], num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        classifier.reset_parameters()
+        classifier = nn.Linear(train_h.shape[1], num_classes)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=1e-5)
     for _ in range(epochs):
         for batch in torch.randperm(len(train_y), generator=generator).split(256):
