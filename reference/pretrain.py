@@ -77,7 +77,7 @@ def run(config: PretrainConfig, progress: bool = True) -> PretrainResult:
 
     encoder = build_encoder(config.encoder).to(device)
     random_encoder = copy.deepcopy(encoder)
-    head = ProjectionHead(encoder.out_dim, 512 if config.encoder == "resnet18" else 256, 128).to(device)
+    head = ProjectionHead(encoder.out_dim, encoder.out_dim, 128).to(device)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=config.lr, weight_decay=1e-6)
 
     train_start = time.perf_counter()

@@ -30,3 +30,16 @@ def test_recorded_runs_support_the_margin():
         changed = {k for k, v in defaults.items() if k not in ("seed", "data_dir") and record["config"][k] != v}
         assert not changed, f"the defaults changed since the measurement ({changed}): measure again"
         assert record["probe_accuracy"] - record["random_init_probe_accuracy"] >= MIN_MARGIN
+
+
+def test_command_line_writes_a_record(cifar_dir, tmp_path, capsys):
+    """The main job's CLI on a tiny budget: arguments reach the run and the JSON record holds the result."""
+    from reference.pretrain import main
+    out = tmp_path / "run.json"
+    main(["--data-dir", str(cifar_dir), "--fraction", "0.01", "--probe-fraction", "0.02", "--epochs", "1",
+          "--batch-size", "64", "--workers", "0", "--json", str(out)])
+    record = json.loads(out.read_text())
+    assert record["config"]["fraction"] == 0.01 and record["config"]["epochs"] == 1 and len(record["losses"]) == 1
+    assert 0.0 <= record["random_init_probe_accuracy"] <= 1.0 and 0.0 <= record["probe_accuracy"] <= 1.0
+    assert record["versions"]["torch"] and record["device"] == "cpu"
+    assert "linear probe, random-init encoder" in capsys.readouterr().out
