@@ -1,9 +1,16 @@
-"""Reference solution of the SimCLR assignment: the five student components and what the lab needs around them."""
-from .augment import CIFAR10_MEAN, CIFAR10_STD, get_augmentations, get_eval_transform
-from .data import (CIFAR10_CLASSES, CIFAR10NotFoundError, TwoViewDataset, balanced_subset, load_cifar10)
-from .evaluate import extract_features, knn_accuracy, linear_probe, tsne_2d
+"""Reference solution of the SimCLR assignment: the five student components.
+
+The course helpers they build on (data, encoders, evaluation) live in ``simclr_helpers``, which ships to
+students with the notebook; they are re-exported here so ``reference`` alone gives the whole API.
+"""
+from simclr_helpers import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CIFAR10NotFoundError, SmallCNN,
+                            TwoViewDataset, balanced_subset, build_encoder, extract_features, get_eval_transform,
+                            knn_accuracy, load_cifar10, resnet18_cifar, tsne_2d)
+
+from .augment import get_augmentations
+from .evaluate import linear_probe
 from .loss import nt_xent
-from .model import ProjectionHead, SmallCNN, build_encoder, resnet18_cifar
+from .model import ProjectionHead
 from .train import train_epoch
 
 __all__ = [

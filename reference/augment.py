@@ -1,8 +1,7 @@
 """SimCLR's augmentation pipeline for 32x32 CIFAR images."""
 from torchvision import transforms
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+from simclr_helpers import CIFAR10_MEAN, CIFAR10_STD
 
 
 def get_augmentations(normalize: bool = True) -> transforms.Compose:
@@ -10,7 +9,7 @@ def get_augmentations(normalize: bool = True) -> transforms.Compose:
 
     RandomResizedCrop(32), horizontal flip (p=0.5), colour jitter
     (0.4, 0.4, 0.4, 0.1) applied with p=0.8, grayscale (p=0.2), ToTensor,
-    and CIFAR-10 normalisation when ``normalize`` is true.
+    and CIFAR-10 normalisation when ``normalize``.
     """
     steps = [
         transforms.RandomResizedCrop(size=32),
@@ -19,14 +18,6 @@ def get_augmentations(normalize: bool = True) -> transforms.Compose:
         transforms.RandomGrayscale(p=0.2),
         transforms.ToTensor(),
     ]
-    if normalize:
-        steps.append(transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD))
-    return transforms.Compose(steps)
-
-
-def get_eval_transform(normalize: bool = True) -> transforms.Compose:
-    """The deterministic transform used to compute representations for evaluation."""
-    steps = [transforms.ToTensor()]
     if normalize:
         steps.append(transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD))
     return transforms.Compose(steps)

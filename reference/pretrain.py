@@ -14,12 +14,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils.data import DataLoader
 
-from .augment import get_augmentations, get_eval_transform
-from .data import TwoViewDataset, balanced_subset, load_cifar10
+from simclr_helpers import (balanced_subset, build_encoder, eval_loader, get_eval_transform, load_cifar10,
+                            pair_loader, pick_device, pretrain)
+
+from .augment import get_augmentations
 from .evaluate import linear_probe
-from .model import ProjectionHead, build_encoder
+from .model import ProjectionHead
 from .train import train_epoch
 
 
@@ -51,15 +52,6 @@ class PretrainResult:
     versions: dict = field(default_factory=dict)
 
 
-def pick_device() -> torch.device:
-    """cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def run(config: PretrainConfig, progress: bool = True) -> PretrainResult:
     """Pretrain f and g with SimCLR, then probe f and an untrained copy of f made from the same seed."""
     start = time.perf_counter()
@@ -67,25 +59,18 @@ def run(config: PretrainConfig, progress: bool = True) -> PretrainResult:
     device = pick_device()
     data = dict(root=config.data_dir, download=config.download)
     pretrain_set = balanced_subset(load_cifar10(train=True, **data), config.fraction, seed=config.seed)
-    pairs = DataLoader(TwoViewDataset(pretrain_set, get_augmentations()), batch_size=config.batch_size,
-                       shuffle=True, drop_last=True, num_workers=config.workers,
-                       persistent_workers=config.workers > 0, generator=torch.Generator().manual_seed(config.seed))
+    pairs = pair_loader(pretrain_set, get_augmentations(), config.batch_size, config.workers, config.seed)
     eval_transform = get_eval_transform()
-    probe_train = DataLoader(balanced_subset(load_cifar10(train=True, transform=eval_transform, **data),
-                                             config.probe_fraction, seed=config.seed + 1), batch_size=512)
-    probe_test = DataLoader(load_cifar10(train=False, transform=eval_transform, **data), batch_size=512)
+    probe_train = eval_loader(balanced_subset(load_cifar10(train=True, transform=eval_transform, **data),
+                                              config.probe_fraction, seed=config.seed + 1))
+    probe_test = eval_loader(load_cifar10(train=False, transform=eval_transform, **data))
 
     encoder = build_encoder(config.encoder).to(device)
     random_encoder = copy.deepcopy(encoder)
     head = ProjectionHead(encoder.out_dim, encoder.out_dim, 128).to(device)
-    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=config.lr, weight_decay=1e-6)
-
     train_start = time.perf_counter()
-    losses = []
-    for epoch in range(config.epochs):
-        losses.append(train_epoch(encoder, head, pairs, optimizer, config.temperature, device, progress))
-        if progress:
-            print(f"epoch {epoch + 1:3d}/{config.epochs}  loss {losses[-1]:.4f}", flush=True)
+    losses = pretrain(encoder, head, pairs, train_epoch, config.epochs, config.lr, config.temperature, device,
+                      progress)
     train_seconds = time.perf_counter() - train_start
 
     probe = dict(device=device, seed=config.seed)

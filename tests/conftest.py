@@ -18,7 +18,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "course"))
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
     """The unpacked CIFAR-10 ImageFolder copy; setup.sh puts it in data/cifar10-jpeg."""
-    from reference.data import resolve_data_dir
+    from simclr_helpers import resolve_data_dir
     path = resolve_data_dir()
     if not (path / "train").is_dir():
         pytest.fail(f"CIFAR-10 not found at {path}: run `bash setup.sh` (it unpacks ../shared/data/cifar10-jpeg.tar.gz) "

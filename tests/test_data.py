@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from reference import CIFAR10NotFoundError, TwoViewDataset, balanced_subset, get_augmentations, load_cifar10
-from reference.data import CIFAR10_CLASSES, dataset_targets
+from simclr_helpers import CIFAR10_CLASSES, dataset_targets
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""CIFAR-10 from torchvision (online) or from an ImageFolder copy (offline), subsets and two-view pairs."""
+"""CIFAR-10 from torchvision (online) or from an ImageFolder copy (offline), subsets, two-view pairs."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,14 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
+from torchvision import transforms
 
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 DATA_ENV_VAR = "CIFAR10_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "cifar10-jpeg"
+COPY_NAME = Path("data") / "cifar10-jpeg"
 
 HOW_TO_GET_DATA = (
     "Get CIFAR-10 in one of two ways:\n"
@@ -47,13 +50,29 @@ class ArrayImageDataset(Dataset):
         return image, self.targets[index]
 
 
+def get_eval_transform(normalize: bool = True) -> transforms.Compose:
+    """The deterministic transform used to compute representations for evaluation: ToTensor (+ Normalize)."""
+    steps = [transforms.ToTensor()]
+    if normalize:
+        steps.append(transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD))
+    return transforms.Compose(steps)
+
+
 def resolve_data_dir(root: str | os.PathLike | None = None) -> Path:
-    """The ImageFolder copy to use: ``root``, else ``$CIFAR10_DIR``, else ``data/cifar10-jpeg`` in this repository."""
+    """The ImageFolder copy to use: ``root``, else ``$CIFAR10_DIR``, else the first ``data/cifar10-jpeg``
+    found in the working directory or a folder above it or above this file (the course repository's copy)."""
     if root is not None:
         return Path(root)
     if os.environ.get(DATA_ENV_VAR):
         return Path(os.environ[DATA_ENV_VAR])
-    return DEFAULT_DATA_DIR
+    here = Path(__file__).resolve().parent
+    candidates = [folder / COPY_NAME for start in (Path.cwd().resolve(), here) for folder in (start, *start.parents)]
+    return next((c for c in candidates if (c / "train").is_dir()), Path.cwd() / COPY_NAME)
+
+
+def offline_copy_available(root: str | os.PathLike | None = None) -> bool:
+    """Whether an ImageFolder copy of CIFAR-10 can be found (else the notebook downloads the original)."""
+    return (resolve_data_dir(root) / "train").is_dir()
 
 
 def _check_layout(split_dir: Path) -> None:
