@@ -5,7 +5,7 @@ They ship to students with the notebook and hold no part of the five components 
 """
 from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CIFAR10NotFoundError, TwoViewDataset,
                    balanced_subset, dataset_targets, get_eval_transform, load_cifar10, offline_copy_available,
-                   resolve_data_dir)
+                   one_per_class, resolve_data_dir)
 from .encoders import SmallCNN, build_encoder, resnet18_cifar
 from .evaluate import extract_features, knn_accuracy, nearest_neighbours, tsne_2d
 from .experiments import (LabData, eval_loader, load_lab_data, pair_loader, pretrain, simclr_run,
@@ -16,6 +16,6 @@ __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10NotFoundError", "LabData", "PRESETS", "Preset",
     "SmallCNN", "Timer", "TwoViewDataset", "balanced_subset", "build_encoder", "choose_preset", "dataset_targets",
     "describe_environment", "eval_loader", "extract_features", "get_eval_transform", "knn_accuracy",
-    "load_cifar10", "load_lab_data", "nearest_neighbours", "needs", "offline_copy_available", "pair_loader",
+    "load_cifar10", "load_lab_data", "nearest_neighbours", "needs", "offline_copy_available", "one_per_class", "pair_loader",
     "pick_device", "pretrain", "resnet18_cifar", "seed_everything", "simclr_run", "train_supervised", "tsne_2d",
 ]

@@ -175,3 +175,9 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
         image, label = self.base[index]
         return (self.transform(image), self.transform(image)), label
+
+
+def one_per_class(dataset: Dataset, classes: tuple[int, ...] = tuple(range(10)), skip: int = 0) -> list[int]:
+    """Indices of one image of each of ``classes`` (the ``skip``-th of its class), for figures."""
+    targets = dataset_targets(dataset)
+    return [int(np.flatnonzero(targets == label)[skip]) for label in classes]

@@ -59,7 +59,10 @@ def pick_device() -> torch.device:
 
 
 def choose_preset(name: str = "auto") -> Preset:
-    """The preset called ``name``; ``"auto"`` gives "grading" under nbgrader, else "gpu" or "cpu" by device."""
+    """The preset called ``name``. ``"auto"``: ``$SIMCLR_PRESET`` if set, else "grading" under nbgrader
+    (which sets ``NBGRADER_EXECUTION``), else "gpu" or "cpu" by the device found."""
+    if name == "auto":
+        name = os.environ.get("SIMCLR_PRESET") or "auto"
     if name == "auto":
         if os.environ.get("NBGRADER_EXECUTION"):
             name = "grading"

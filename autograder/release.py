@@ -1,0 +1,44 @@
+"""Regenerate the students' copy: ``python -m autograder.release [assignment]`` runs
+``nbgrader generate_assignment --force`` on ``source/<assignment>`` and writes ``release/<assignment>``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+COURSE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ASSIGNMENT = "simclr"
+
+
+def nbgrader(args: list[str], course_root: Path = COURSE_ROOT) -> subprocess.CompletedProcess:
+    """Run an nbgrader command in ``course_root`` (whose nbgrader_config.py it reads) with this Python.
+
+    nbgrader starts ``alembic`` as a program when it creates a gradebook, so the folder of this
+    interpreter's scripts goes first on PATH: the command works without activating the virtual environment.
+    """
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course_root}"],
+                          cwd=course_root, env=env, capture_output=True, text=True)
+
+
+def generate_release(assignment: str = DEFAULT_ASSIGNMENT, course_root: Path = COURSE_ROOT) -> Path:
+    """Generate ``release/<assignment>`` from ``source/<assignment>``; raise with nbgrader's log if it fails."""
+    result = nbgrader(["generate_assignment", assignment, "--force"], course_root)
+    release = course_root / "release" / assignment
+    if result.returncode != 0 or not release.is_dir():
+        raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result.stdout}\n{result.stderr}")
+    return release
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("assignment", nargs="?", default=DEFAULT_ASSIGNMENT)
+    args = parser.parse_args(argv)
+    print(f"released {generate_release(args.assignment).relative_to(COURSE_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Data loaders and training loops around the student's components, for the lab's runs and exercises."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+from tqdm.auto import tqdm
+
+from .data import (CIFAR10_MEAN, CIFAR10_STD, TwoViewDataset, balanced_subset, dataset_targets, get_eval_transform,
+                   load_cifar10, offline_copy_available)
+from .encoders import build_encoder
+from .evaluate import extract_features, knn_accuracy
+from .runtime import Preset
+
+
+@dataclass
+class LabData:
+    """The CIFAR-10 splits one lab run uses."""
+    train: Dataset        # the whole training split, items (PIL image, label)
+    test: Dataset         # the test split, items (PIL image, label)
+    pretrain: Subset      # the preset's class-balanced share of ``train`` for SimCLR (labels unused)
+    probe_train: DataLoader  # evaluation transform, for the linear probe and kNN
+    probe_test: DataLoader
+
+
+def load_lab_data(preset: Preset, seed: int = 0, root: str | None = None) -> LabData:
+    """CIFAR-10 for ``preset``: the offline ImageFolder copy when one is found, else torchvision's download."""
+    download = root is None and not offline_copy_available()
+    train = load_cifar10(train=True, root=root or ("data" if download else None), download=download)
+    test = load_cifar10(train=False, root=root or ("data" if download else None), download=download)
+    evaluation = get_eval_transform()
+    probe_train = balanced_subset(_with_transform(train, evaluation), preset.probe_fraction, seed=seed + 1)
+    probe_test = balanced_subset(_with_transform(test, evaluation), preset.test_fraction, seed=seed + 2)
+    return LabData(train=train, test=test, pretrain=balanced_subset(train, preset.pretrain_fraction, seed=seed),
+                   probe_train=eval_loader(probe_train), probe_test=eval_loader(probe_test))
+
+
+class _Transformed(Dataset):
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base, self.transform, self.targets = base, transform, dataset_targets(base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def _with_transform(dataset: Dataset, transform: Callable) -> Dataset:
+    return _Transformed(dataset, transform)
+
+
+def pair_loader(dataset: Dataset, augment: Callable, batch_size: int, workers: int = 0, seed: int = 0) -> DataLoader:
+    """Batches ``((x_i, x_j), labels)`` of two independent views of each image, shuffled with a fixed seed."""
+    return DataLoader(TwoViewDataset(dataset, augment), batch_size=batch_size, shuffle=True, drop_last=True,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def eval_loader(dataset: Dataset, batch_size: int = 512) -> DataLoader:
+    """Batches ``(images, labels)`` in a fixed order, for feature extraction."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
+def pretrain(encoder: nn.Module, head: nn.Module, loader: DataLoader, train_epoch: Callable, epochs: int,
+             lr: float, temperature: float, device: torch.device | str, progress: bool = True) -> list[float]:
+    """SimCLR pretraining: Adam on encoder and head, ``train_epoch`` once per epoch; returns the epoch losses."""
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=lr, weight_decay=1e-6)
+    losses = []
+    for epoch in range(epochs):
+        losses.append(train_epoch(encoder, head, loader, optimizer, temperature, device, progress))
+        if progress:
+            print(f"epoch {epoch + 1:3d}/{epochs}  loss {losses[-1]:.4f}", flush=True)
+    return losses
+
+
+def simclr_run(data: LabData, augment: Callable, head_factory: Callable[[int], nn.Module], train_epoch: Callable,
+               linear_probe: Callable, preset: Preset, device: torch.device, *, epochs: int | None = None,
+               fraction: float | None = None, batch_size: int | None = None, temperature: float | None = None,
+               seed: int = 0, progress: bool = False) -> dict:
+    """One short SimCLR run for an exercise: pretrain a fresh encoder, then its probe and kNN accuracy.
+
+    ``head_factory(out_dim_of_encoder)`` builds the projection head (``nn.Identity()`` for "no head").
+    Settings left as ``None`` come from the preset's exercise budget.
+    """
+    torch.manual_seed(seed)
+    subset = balanced_subset(data.train, fraction or preset.experiment_fraction, seed=seed)
+    loader = pair_loader(subset, augment, batch_size or preset.batch_size, preset.workers, seed)
+    encoder = build_encoder(preset.encoder).to(device)
+    head = head_factory(encoder.out_dim).to(device)
+    start = time.perf_counter()
+    losses = pretrain(encoder, head, loader, train_epoch, epochs or preset.experiment_epochs, preset.lr,
+                      temperature or preset.temperature, device, progress)
+    seconds = time.perf_counter() - start
+    probe = linear_probe(encoder, data.probe_train, data.probe_test, epochs=preset.probe_epochs, device=device)
+    train_h, train_y = extract_features(encoder, data.probe_train, device)
+    test_h, test_y = extract_features(encoder, data.probe_test, device)
+    return dict(probe=probe, knn=knn_accuracy(train_h, train_y, test_h, test_y), losses=losses, seconds=seconds)
+
+
+def supervised_augmentations() -> transforms.Compose:
+    """The usual supervised CIFAR-10 augmentation: padded random crop and horizontal flip."""
+    return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                               transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
+
+
+def train_supervised(encoder: nn.Module, dataset: Dataset, test_loader: DataLoader, epochs: int, lr: float,
+                     batch_size: int, device: torch.device | str, num_classes: int = 10, workers: int = 0,
+                     progress: bool = True) -> float:
+    """The supervised baseline: encoder + linear classifier trained end to end with labels; test accuracy."""
+    loader = DataLoader(_with_transform(dataset, supervised_augmentations()), batch_size=batch_size, shuffle=True,
+                        drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(encoder, nn.Linear(encoder.out_dim, num_classes)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=5e-4)
+    for _ in range(epochs):
+        model.train()
+        for x, y in tqdm(loader, desc="supervised", leave=False, disable=not progress):
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in test_loader:
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+            total += len(y)
+    return correct / total
