@@ -52,8 +52,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--out", type=Path, help="JSON record (default reference/measurements/notebook_<preset>.json)")
+    parser.add_argument("--executed", type=Path, help="also save the executed notebook here (e.g. to export as HTML)")
     args = parser.parse_args(argv)
     nb, seconds = execute(args.preset)
+    if args.executed:
+        nbformat.write(nb, args.executed)
     report = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
     results = json.loads(report.split("RESULTS ", 1)[1]) if "RESULTS " in report else {}
     record = dict(preset=args.preset, notebook_seconds=round(seconds, 1), errors=errors(nb), **results,
