@@ -1,0 +1,111 @@
+"""The batched augmentation of the fast path draws from the same distribution as the torchvision pipeline."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+import reference
+from bench import gpu_augment
+from bench.gpu_augment import augment_batch, crop_params, hsv_to_rgb, resized_crop, rgb_to_hsv
+
+# Rates are estimated from thousands of draws with fixed seeds; each tolerance is 4 or more standard errors,
+# so a correct implementation drawn with another seed fails it with probability below 1e-4.
+
+
+def test_crop_parameters_follow_torchvision():
+    n = 20_000
+    ours = crop_params(n, 32, 32, torch.Generator().manual_seed(0)).double()
+    torch.manual_seed(0)
+    image = torch.zeros(3, 32, 32)
+    theirs = torch.tensor([transforms.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
+                           for _ in range(n)]).double()
+    for name, column in (("area", lambda c: c[:, 2] * c[:, 3] / 1024), ("aspect", lambda c: c[:, 3] / c[:, 2]),
+                         ("top", lambda c: c[:, 0]), ("left", lambda c: c[:, 1])):
+        a, b = column(ours), column(theirs)
+        se = (a.var() / n + b.var() / n).sqrt()
+        assert abs(a.mean() - b.mean()) < 5 * se, f"{name}: mean {a.mean():.4f} against torchvision's {b.mean():.4f}"
+        for q in (0.1, 0.5, 0.9):
+            assert abs(a.quantile(q) - b.quantile(q)) <= 0.03 * max(1.0, b.quantile(q).item()), (name, q)
+    assert (ours[:, 2:] >= 1).all() and (ours[:, :2] + ours[:, 2:] <= 32).all(), "a crop leaves the image"
+
+
+def test_full_crop_is_identity_and_flip_mirrors():
+    images = torch.rand(4, 3, 32, 32)
+    full = torch.tensor([[0, 0, 32, 32]] * 4)
+    assert torch.allclose(resized_crop(images, full, torch.zeros(4, dtype=torch.bool)), images, atol=1e-5)
+    assert torch.allclose(resized_crop(images, full, torch.ones(4, dtype=torch.bool)), images.flip(3), atol=1e-5)
+    corner = resized_crop(images, torch.tensor([[0, 0, 16, 16]] * 4), torch.zeros(4, dtype=torch.bool), size=16)
+    assert torch.allclose(corner, images[:, :, :16, :16], atol=1e-5), "a crop must take the pixels it names"
+
+
+def test_hsv_round_trip_and_hue_keeps_gray():
+    x = torch.rand(16, 3, 8, 8)
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5)
+    gray = torch.rand(4, 1, 8, 8).expand(4, 3, 8, 8)
+    assert torch.allclose(gpu_augment._hue(gray, torch.full((4,), 0.1)), gray, atol=1e-6)
+
+
+def test_views_shape_and_independence():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+    a, b = augment_batch(images, generator=gen), augment_batch(images, generator=gen)
+    assert a.shape == (64, 3, 32, 32) and a.dtype == torch.float32
+    assert all(not torch.equal(x, y) for x, y in zip(a, b)), "two views of an image must differ"
+    raw = augment_batch(images, normalize=False, generator=gen)
+    assert raw.min() >= 0 and raw.max() <= 1
+
+
+def test_gray_and_jitter_rates():
+    """Uniform colour images: crops leave them alone, grayscale equalises channels, jitter changes the colour."""
+    n = 4000
+    images = torch.tensor([200, 60, 30], dtype=torch.uint8)[None, :, None, None].expand(n, 3, 32, 32)
+    views = augment_batch(images, normalize=False, generator=torch.Generator().manual_seed(1))
+    gray = (views[:, 0] == views[:, 1]).all(dim=(1, 2)) & (views[:, 1] == views[:, 2]).all(dim=(1, 2))
+    original = images[:1].float() / 255
+    jittered = ~gray & ((views - original).abs().amax(dim=(1, 2, 3)) > 1e-4)
+    assert abs(gray.float().mean().item() - 0.2) < 0.03                       # se 0.0063
+    assert abs(jittered.sum().item() / (~gray).sum().item() - 0.8) < 0.03     # se 0.0071
+
+
+def test_flip_rate():
+    n = 4000
+    images = torch.zeros(n, 3, 32, 32)
+    images[:, :, :, 16:] = 1.0  # right half white
+    # Only crops and flips move the white half; with a full crop, a flip puts it on the left.
+    flip = torch.rand(n, generator=torch.Generator().manual_seed(2)) < gpu_augment.P_FLIP
+    out = resized_crop(images, torch.tensor([[0, 0, 32, 32]] * n), flip)
+    assert abs((out[:, 0, 0, 0] > 0.5).float().mean().item() - 0.5) < 0.04
+
+
+@pytest.fixture(scope="module")
+def cifar_batch(cifar_dir):
+    data = reference.load_cifar10(train=True, root=cifar_dir)
+    indices = np.random.default_rng(0).choice(len(data), 2000, replace=False)
+    return [data[int(i)][0] for i in indices]
+
+
+def _channel_stats(views: torch.Tensor) -> torch.Tensor:
+    """Per channel: mean and std; then the share of views whose three channels are equal everywhere."""
+    gray = ((views[:, 0] == views[:, 1]) & (views[:, 1] == views[:, 2])).all(dim=(1, 2))
+    return torch.cat([views.mean(dim=(0, 2, 3)), views.std(dim=(0, 2, 3)), gray.float().mean()[None]])
+
+
+def test_view_statistics_match_the_torchvision_pipeline(cifar_batch):
+    """On 2,000 real CIFAR-10 images, the views' channel means and spreads agree with torchvision's."""
+    torch.manual_seed(3)
+    pipeline = reference.get_augmentations(normalize=False)
+    theirs = torch.stack([pipeline(image) for image in cifar_batch])
+    batch = torch.stack([transforms.functional.pil_to_tensor(image) for image in cifar_batch])
+    ours = augment_batch(batch, normalize=False, generator=torch.Generator().manual_seed(3))
+    a, b = _channel_stats(ours), _channel_stats(theirs)
+    print("ours", [round(v, 4) for v in a.tolist()], "torchvision", [round(v, 4) for v in b.tolist()])
+    assert torch.allclose(a[:6], b[:6], atol=0.015), "channel means/stds differ from the torchvision pipeline"
+    assert abs(a[6] - b[6]) < 0.05, "the share of gray views differs from the torchvision pipeline"  # se 0.0127
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the fast path's device run")
+def test_runs_on_the_gpu_like_on_the_cpu():
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    out = augment_batch(images.cuda(), generator=torch.Generator("cuda").manual_seed(0))
+    assert out.is_cuda and out.shape == (256, 3, 32, 32) and torch.isfinite(out).all()
