@@ -29,10 +29,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reference import ProjectionHead, get_augmentations, linear_probe, nt_xent
-from simclr_helpers import (CIFAR10_MEAN, CIFAR10_STD, balanced_subset, build_encoder, dataset_targets,
-                            knn_accuracy, load_cifar10, pair_loader, pick_device)
-
-from .gpu_augment import augment_batch
+from simclr_helpers import (CIFAR10_MEAN, CIFAR10_STD, BatchAugment, balanced_subset, build_encoder,
+                            dataset_targets, knn_accuracy, load_cifar10, pair_loader, pick_device)
 
 RECORDS = Path(__file__).resolve().parent / "records"
 # Dense bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s (fp16 for the T4).
@@ -143,6 +141,7 @@ def _batches(config: BenchConfig, train_set, seed: int, device: torch.device):
     """Endless ((view_1, view_2), seconds spent producing them) for the chosen augmentation path."""
     if config.augment == "gpu":
         images, _ = _to_tensor(train_set, device)
+        augment = BatchAugment.from_pipeline(get_augmentations())
         generator = torch.Generator(device=device).manual_seed(seed)
         while True:
             for index in torch.randperm(len(images), device=device, generator=generator).split(config.batch_size):
@@ -150,7 +149,7 @@ def _batches(config: BenchConfig, train_set, seed: int, device: torch.device):
                     continue
                 start = time.perf_counter()
                 batch = images[index]
-                views = augment_batch(batch, generator=generator), augment_batch(batch, generator=generator)
+                views = augment(batch, generator), augment(batch, generator)
                 _sync(device)
                 yield views, time.perf_counter() - start
     elif config.augment == "cpu":

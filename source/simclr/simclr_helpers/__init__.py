@@ -6,14 +6,15 @@ They ship to students with the notebook and hold no part of the five components 
 from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CIFAR10NotFoundError, TwoViewDataset,
                    balanced_subset, dataset_targets, get_eval_transform, load_cifar10, offline_copy_available,
                    one_per_class, resolve_data_dir)
+from .batch_augment import BatchAugment
 from .encoders import SmallCNN, build_encoder, resnet18_cifar
 from .evaluate import extract_features, knn_accuracy, nearest_neighbours, tsne_2d
-from .experiments import (LabData, eval_loader, load_lab_data, pair_loader, pretrain, simclr_run,
+from .experiments import (DevicePairLoader, LabData, eval_loader, load_lab_data, pair_loader, pretrain, simclr_run,
                           train_supervised)
 from .runtime import PRESETS, Preset, Timer, choose_preset, describe_environment, needs, pick_device, seed_everything
 
 __all__ = [
-    "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10NotFoundError", "LabData", "PRESETS", "Preset",
+    "BatchAugment", "DevicePairLoader", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10NotFoundError", "LabData", "PRESETS", "Preset",
     "SmallCNN", "Timer", "TwoViewDataset", "balanced_subset", "build_encoder", "choose_preset", "dataset_targets",
     "describe_environment", "eval_loader", "extract_features", "get_eval_transform", "knn_accuracy",
     "load_cifar10", "load_lab_data", "nearest_neighbours", "needs", "offline_copy_available", "one_per_class", "pair_loader",

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .data import (CIFAR10_MEAN, CIFAR10_STD, TwoViewDataset, balanced_subset, dataset_targets, get_eval_transform,
                    load_cifar10, offline_copy_available)
+from .batch_augment import BatchAugment
 from .encoders import build_encoder
 from .evaluate import extract_features, knn_accuracy
 from .runtime import Preset
@@ -64,6 +66,34 @@ def pair_loader(dataset: Dataset, augment: Callable, batch_size: int, workers: i
                       generator=torch.Generator().manual_seed(seed))
 
 
+class DevicePairLoader:
+    """The fast path of ``pair_loader``: the images wait on ``device`` as uint8 and every batch's two views are
+    drawn there by ``BatchAugment.from_pipeline(augment)``. Yields ``((x_i, x_j), labels)`` like
+    ``pair_loader`` (shuffled with a fixed seed, last partial batch dropped), so ``train_epoch`` is unchanged."""
+
+    def __init__(self, dataset: Dataset, augment: transforms.Compose, batch_size: int,
+                 device: torch.device | str, seed: int = 0) -> None:
+        base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
+        pixels = np.asarray([np.asarray(base[i][0]) for i in range(len(base))] if not hasattr(base, "data")
+                            else base.data)
+        pixels = pixels if indices is None else pixels[indices]
+        self.images = torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = torch.as_tensor(dataset_targets(dataset))
+        self.augment = BatchAugment.from_pipeline(augment)
+        self.batch_size = batch_size
+        self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.images) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.images), device=self.images.device, generator=self.generator)
+        for batch in order[:len(self) * self.batch_size].split(self.batch_size):
+            images = self.images[batch]
+            views = self.augment(images, self.generator), self.augment(images, self.generator)
+            yield views, self.labels[batch.cpu()]
+
+
 def eval_loader(dataset: Dataset, batch_size: int = 512) -> DataLoader:
     """Batches ``(images, labels)`` in a fixed order, for feature extraction."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -84,15 +114,19 @@ def pretrain(encoder: nn.Module, head: nn.Module, loader: DataLoader, train_epoc
 def simclr_run(data: LabData, augment: Callable, head_factory: Callable[[int], nn.Module], train_epoch: Callable,
                linear_probe: Callable, preset: Preset, device: torch.device, *, epochs: int | None = None,
                fraction: float | None = None, batch_size: int | None = None, temperature: float | None = None,
-               seed: int = 0, progress: bool = False) -> dict:
+               seed: int = 0, progress: bool = False, fast: bool = False) -> dict:
     """One short SimCLR run for an exercise: pretrain a fresh encoder, then its probe and kNN accuracy.
 
     ``head_factory(out_dim_of_encoder)`` builds the projection head (``nn.Identity()`` for "no head").
-    Settings left as ``None`` come from the preset's exercise budget.
+    Settings left as ``None`` come from the preset's exercise budget. ``fast`` draws the views on the device
+    (``DevicePairLoader``) instead of in CPU workers.
     """
     torch.manual_seed(seed)
     subset = balanced_subset(data.train, fraction or preset.experiment_fraction, seed=seed)
-    loader = pair_loader(subset, augment, batch_size or preset.batch_size, preset.workers, seed)
+    if fast:
+        loader = DevicePairLoader(subset, augment, batch_size or preset.batch_size, device, seed)
+    else:
+        loader = pair_loader(subset, augment, batch_size or preset.batch_size, preset.workers, seed)
     encoder = build_encoder(preset.encoder).to(device)
     head = head_factory(encoder.out_dim).to(device)
     start = time.perf_counter()

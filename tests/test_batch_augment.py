@@ -6,8 +6,24 @@ from PIL import Image
 from torchvision import transforms
 
 import reference
-from bench import gpu_augment
-from bench.gpu_augment import augment_batch, crop_params, hsv_to_rgb, resized_crop, rgb_to_hsv
+import simclr_helpers as lab
+from simclr_helpers import batch_augment
+from simclr_helpers.batch_augment import BatchAugment, crop_params, hsv_to_rgb, resized_crop, rgb_to_hsv
+
+SIMCLR = BatchAugment.from_pipeline(reference.get_augmentations())
+SIMCLR_RAW = BatchAugment.from_pipeline(reference.get_augmentations(normalize=False))
+
+
+def test_reads_the_pipeline_parameters():
+    assert SIMCLR.size == 32 and SIMCLR.scale == (0.08, 1.0) and SIMCLR.p_flip == 0.5 and SIMCLR.p_gray == 0.2
+    assert SIMCLR.p_jitter == 0.8 and dict(SIMCLR.jitter) == dict(
+        brightness=(0.6, 1.4), contrast=(0.6, 1.4), saturation=(0.6, 1.4), hue=(-0.1, 0.1))
+    assert SIMCLR.mean == lab.CIFAR10_MEAN and SIMCLR_RAW.mean is None
+    plain = BatchAugment.from_pipeline(transforms.Compose([transforms.RandomHorizontalFlip(1.0), transforms.ToTensor()]))
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(plain(images), images.flip(3)), "without a crop only the flip applies"
+    with pytest.raises(ValueError, match="cannot run .*GaussianBlur"):
+        BatchAugment.from_pipeline(transforms.Compose([transforms.GaussianBlur(3), transforms.ToTensor()]))
 
 # Rates are estimated from thousands of draws with fixed seeds; each tolerance is 4 or more standard errors,
 # so a correct implementation drawn with another seed fails it with probability below 1e-4.
@@ -43,16 +59,16 @@ def test_hsv_round_trip_and_hue_keeps_gray():
     x = torch.rand(16, 3, 8, 8)
     assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5)
     gray = torch.rand(4, 1, 8, 8).expand(4, 3, 8, 8)
-    assert torch.allclose(gpu_augment._hue(gray, torch.full((4,), 0.1)), gray, atol=1e-6)
+    assert torch.allclose(batch_augment._hue(gray, torch.full((4,), 0.1)), gray, atol=1e-6)
 
 
 def test_views_shape_and_independence():
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     gen = torch.Generator().manual_seed(0)
-    a, b = augment_batch(images, generator=gen), augment_batch(images, generator=gen)
+    a, b = SIMCLR(images, gen), SIMCLR(images, gen)
     assert a.shape == (64, 3, 32, 32) and a.dtype == torch.float32
     assert all(not torch.equal(x, y) for x, y in zip(a, b)), "two views of an image must differ"
-    raw = augment_batch(images, normalize=False, generator=gen)
+    raw = SIMCLR_RAW(images, gen)
     assert raw.min() >= 0 and raw.max() <= 1
 
 
@@ -60,7 +76,7 @@ def test_gray_and_jitter_rates():
     """Uniform colour images: crops leave them alone, grayscale equalises channels, jitter changes the colour."""
     n = 4000
     images = torch.tensor([200, 60, 30], dtype=torch.uint8)[None, :, None, None].expand(n, 3, 32, 32)
-    views = augment_batch(images, normalize=False, generator=torch.Generator().manual_seed(1))
+    views = SIMCLR_RAW(images, torch.Generator().manual_seed(1))
     gray = (views[:, 0] == views[:, 1]).all(dim=(1, 2)) & (views[:, 1] == views[:, 2]).all(dim=(1, 2))
     original = images[:1].float() / 255
     jittered = ~gray & ((views - original).abs().amax(dim=(1, 2, 3)) > 1e-4)
@@ -73,7 +89,7 @@ def test_flip_rate():
     images = torch.zeros(n, 3, 32, 32)
     images[:, :, :, 16:] = 1.0  # right half white
     # Only crops and flips move the white half; with a full crop, a flip puts it on the left.
-    flip = torch.rand(n, generator=torch.Generator().manual_seed(2)) < gpu_augment.P_FLIP
+    flip = torch.rand(n, generator=torch.Generator().manual_seed(2)) < SIMCLR.p_flip
     out = resized_crop(images, torch.tensor([[0, 0, 32, 32]] * n), flip)
     assert abs((out[:, 0, 0, 0] > 0.5).float().mean().item() - 0.5) < 0.04
 
@@ -97,7 +113,7 @@ def test_view_statistics_match_the_torchvision_pipeline(cifar_batch):
     pipeline = reference.get_augmentations(normalize=False)
     theirs = torch.stack([pipeline(image) for image in cifar_batch])
     batch = torch.stack([transforms.functional.pil_to_tensor(image) for image in cifar_batch])
-    ours = augment_batch(batch, normalize=False, generator=torch.Generator().manual_seed(3))
+    ours = SIMCLR_RAW(batch, torch.Generator().manual_seed(3))
     a, b = _channel_stats(ours), _channel_stats(theirs)
     print("ours", [round(v, 4) for v in a.tolist()], "torchvision", [round(v, 4) for v in b.tolist()])
     assert torch.allclose(a[:6], b[:6], atol=0.015), "channel means/stds differ from the torchvision pipeline"
@@ -107,5 +123,27 @@ def test_view_statistics_match_the_torchvision_pipeline(cifar_batch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the fast path's device run")
 def test_runs_on_the_gpu_like_on_the_cpu():
     images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
-    out = augment_batch(images.cuda(), generator=torch.Generator("cuda").manual_seed(0))
+    out = SIMCLR(images.cuda(), torch.Generator("cuda").manual_seed(0))
     assert out.is_cuda and out.shape == (256, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_device_pair_loader_batches_like_pair_loader(cifar_dir):
+    subset = lab.balanced_subset(reference.load_cifar10(train=True, root=cifar_dir), 0.01)
+    loader = lab.DevicePairLoader(subset, reference.get_augmentations(), batch_size=64, device="cpu", seed=0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 500 // 64
+    (x_i, x_j), labels = batches[0]
+    assert x_i.shape == x_j.shape == (64, 3, 32, 32) and labels.shape == (64,) and not torch.equal(x_i, x_j)
+    first, second = torch.cat([y for _, y in batches]), torch.cat([y for _, y in loader])
+    assert not torch.equal(first, second), "each epoch reshuffles"
+
+
+def test_device_pair_loader_keeps_images_with_their_labels(cifar_dir):
+    subset = lab.balanced_subset(reference.load_cifar10(train=True, root=cifar_dir), 0.002)
+    identity = lab.DevicePairLoader(subset, transforms.Compose([transforms.ToTensor()]), batch_size=20, device="cpu")
+    originals = {transforms.functional.to_tensor(image).flatten()[:64].numpy().tobytes(): label
+                 for image, label in (subset[i] for i in range(len(subset)))}
+    for (x_i, x_j), labels in identity:
+        assert torch.equal(x_i, x_j)
+        for image, label in zip(x_i, labels):
+            assert originals[image.flatten()[:64].numpy().tobytes()] == label
