@@ -22,15 +22,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reference import ProjectionHead, get_augmentations, linear_probe, nt_xent
-from simclr_helpers import (CIFAR10_MEAN, CIFAR10_STD, BatchAugment, balanced_subset, build_encoder,
-                            dataset_targets, knn_accuracy, load_cifar10, pair_loader, pick_device)
+from simclr_helpers import (CIFAR10_MEAN, CIFAR10_STD, DevicePairLoader, balanced_subset, build_encoder,
+                            images_as_tensor, knn_accuracy, load_cifar10, pair_loader, pick_device)
 
 RECORDS = Path(__file__).resolve().parent / "records"
 # Dense bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s (fp16 for the T4).
@@ -81,15 +80,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _to_tensor(dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (n, 3, 32, 32) and labels of a CIFAR data set or Subset, on ``device``."""
-    base, indices = (dataset.dataset, np.asarray(dataset.indices)) if hasattr(dataset, "indices") else (dataset, None)
-    images = np.asarray(base.data)
-    images = images if indices is None else images[indices]
-    labels = torch.as_tensor(dataset_targets(dataset))
-    return torch.as_tensor(images).permute(0, 3, 1, 2).contiguous().to(device), labels
-
-
 def _normalise(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CIFAR10_MEAN, device=images.device)[:, None, None]
     std = torch.tensor(CIFAR10_STD, device=images.device)[:, None, None]
@@ -103,8 +93,8 @@ class Evaluator:
         data = dict(root=config.data_dir)
         probe_set = balanced_subset(load_cifar10(train=True, **data), config.probe_fraction, seed=seed + 1)
         test_set = balanced_subset(load_cifar10(train=False, **data), config.test_fraction, seed=seed + 2)
-        self.train_x, self.train_y = _to_tensor(probe_set, device)
-        self.test_x, self.test_y = _to_tensor(test_set, device)
+        (self.train_x, self.train_y), (self.test_x, self.test_y) = images_as_tensor(probe_set), images_as_tensor(test_set)
+        self.train_x, self.test_x = self.train_x.to(device), self.test_x.to(device)
         self.config, self.device = config, device
 
     @torch.no_grad()
@@ -140,33 +130,22 @@ def _layout(x: torch.Tensor, config: BenchConfig) -> torch.Tensor:
 def _batches(config: BenchConfig, train_set, seed: int, device: torch.device):
     """Endless ((view_1, view_2), seconds spent producing them) for the chosen augmentation path."""
     if config.augment == "gpu":
-        images, _ = _to_tensor(train_set, device)
-        augment = BatchAugment.from_pipeline(get_augmentations())
-        generator = torch.Generator(device=device).manual_seed(seed)
-        while True:
-            for index in torch.randperm(len(images), device=device, generator=generator).split(config.batch_size):
-                if len(index) < config.batch_size:
-                    continue
-                start = time.perf_counter()
-                batch = images[index]
-                views = augment(batch, generator), augment(batch, generator)
-                _sync(device)
-                yield views, time.perf_counter() - start
+        loader = DevicePairLoader(train_set, get_augmentations(), config.batch_size, device, seed)
     elif config.augment == "cpu":
         loader = pair_loader(train_set, get_augmentations(), config.batch_size, config.workers, seed)
-        while True:
-            iterator = iter(loader)
-            while True:
-                start = time.perf_counter()
-                try:
-                    (x_i, x_j), _ = next(iterator)
-                except StopIteration:
-                    break
-                views = x_i.to(device, non_blocking=True), x_j.to(device, non_blocking=True)
-                _sync(device)
-                yield views, time.perf_counter() - start
     else:
         raise ValueError(f"unknown augmentation path {config.augment!r}: use 'gpu' or 'cpu'")
+    while True:
+        iterator = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                (x_i, x_j), _ = next(iterator)
+            except StopIteration:
+                break
+            views = x_i.to(device, non_blocking=True), x_j.to(device, non_blocking=True)
+            _sync(device)
+            yield views, time.perf_counter() - start
 
 
 def flops_per_image(encoder: nn.Module, head: nn.Module, config: BenchConfig, device: torch.device) -> float:

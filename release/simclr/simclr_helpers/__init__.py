@@ -4,7 +4,7 @@ They ship to students with the notebook and hold no part of the five components 
 (``get_augmentations``, ``ProjectionHead``, ``nt_xent``, ``train_epoch``, ``linear_probe``).
 """
 from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CIFAR10NotFoundError, TwoViewDataset,
-                   balanced_subset, dataset_targets, get_eval_transform, load_cifar10, offline_copy_available,
+                   balanced_subset, dataset_targets, get_eval_transform, images_as_tensor, load_cifar10, offline_copy_available,
                    one_per_class, resolve_data_dir)
 from .batch_augment import BatchAugment
 from .encoders import SmallCNN, build_encoder, resnet18_cifar
@@ -16,7 +16,7 @@ from .runtime import PRESETS, Preset, Timer, choose_preset, describe_environment
 __all__ = [
     "BatchAugment", "DevicePairLoader", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10NotFoundError", "LabData", "PRESETS", "Preset",
     "SmallCNN", "Timer", "TwoViewDataset", "balanced_subset", "build_encoder", "choose_preset", "dataset_targets",
-    "describe_environment", "eval_loader", "extract_features", "get_eval_transform", "knn_accuracy",
+    "describe_environment", "eval_loader", "extract_features", "get_eval_transform", "images_as_tensor", "knn_accuracy",
     "load_cifar10", "load_lab_data", "nearest_neighbours", "needs", "offline_copy_available", "one_per_class", "pair_loader",
     "pick_device", "pretrain", "resnet18_cifar", "seed_everything", "simclr_run", "train_supervised", "tsne_2d",
 ]

@@ -181,3 +181,12 @@ def one_per_class(dataset: Dataset, classes: tuple[int, ...] = tuple(range(10)),
     """Indices of one image of each of ``classes`` (the ``skip``-th of its class), for figures."""
     targets = dataset_targets(dataset)
     return [int(np.flatnonzero(targets == label)[skip]) for label in classes]
+
+
+def images_as_tensor(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of a CIFAR-style data set (or a Subset of one) as uint8 (n, 3, 32, 32), and their labels."""
+    base, indices = (dataset.dataset, np.asarray(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
+    pixels = np.asarray(base.data) if hasattr(base, "data") else np.stack([np.asarray(base[i][0])
+                                                                          for i in range(len(base))])
+    pixels = pixels if indices is None else pixels[indices]
+    return torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(dataset_targets(dataset))

@@ -5,7 +5,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +13,7 @@ from torchvision import transforms
 from tqdm.auto import tqdm
 
 from .data import (CIFAR10_MEAN, CIFAR10_STD, TwoViewDataset, balanced_subset, dataset_targets, get_eval_transform,
-                   load_cifar10, offline_copy_available)
+                   images_as_tensor, load_cifar10, offline_copy_available)
 from .batch_augment import BatchAugment
 from .encoders import build_encoder
 from .evaluate import extract_features, knn_accuracy
@@ -73,12 +72,8 @@ class DevicePairLoader:
 
     def __init__(self, dataset: Dataset, augment: transforms.Compose, batch_size: int,
                  device: torch.device | str, seed: int = 0) -> None:
-        base, indices = (dataset.dataset, list(dataset.indices)) if isinstance(dataset, Subset) else (dataset, None)
-        pixels = np.asarray([np.asarray(base[i][0]) for i in range(len(base))] if not hasattr(base, "data")
-                            else base.data)
-        pixels = pixels if indices is None else pixels[indices]
-        self.images = torch.as_tensor(pixels).permute(0, 3, 1, 2).contiguous().to(device)
-        self.labels = torch.as_tensor(dataset_targets(dataset))
+        images, self.labels = images_as_tensor(dataset)
+        self.images = images.to(device)
         self.augment = BatchAugment.from_pipeline(augment)
         self.batch_size = batch_size
         self.generator = torch.Generator(device=self.images.device).manual_seed(seed)
