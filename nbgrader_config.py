@@ -15,3 +15,24 @@ c.Execute.timeout = 600
 
 # Files that never go to students: caches that running the notebook or its tests leaves beside it.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".hypothesis"]
+
+# Autograding runs no kernel: autograder.nbgrader_plugin.TrustedChecks takes Execute's place, grades every test
+# cell with the checks on a separate process and removes the hidden tests from the autograded copy (and so from
+# the feedback). The other preprocessors are nbgrader's defaults.
+c.Autograde.autograde_preprocessors = [
+    "autograder.nbgrader_plugin.TrustedChecks",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.TrustedChecks.check_timeout_s = 60       # per check; a hanging function loses that check only
+c.TrustedChecks.memory_mb = 4096           # data-segment limit of the student process
+# Test cells the student deleted come back from the gradebook instead of being skipped.
+c.OverwriteCells.add_missing_cells = True
+# nbgrader zeroes a test cell with any stderr output; should autograde ever execute notebooks again (Execute in
+# place of TrustedChecks), library warnings and progress bars on stderr are dropped first.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"Warning|\d+it/s|s/it\]"

@@ -13,6 +13,13 @@ COURSE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ASSIGNMENT = "simclr"
 
 
+def scripts_first_on_path() -> None:
+    """nbgrader runs ``alembic`` as a program (creating or opening a gradebook): find this interpreter's."""
+    scripts = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != scripts:
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+
+
 def nbgrader(args: list[str], course_root: Path = COURSE_ROOT) -> subprocess.CompletedProcess:
     """Run an nbgrader command in ``course_root`` (whose nbgrader_config.py it reads) with this Python.
 
@@ -24,9 +31,10 @@ def nbgrader(args: list[str], course_root: Path = COURSE_ROOT) -> subprocess.Com
                           cwd=course_root, env=env, capture_output=True, text=True)
 
 
-def generate_release(assignment: str = DEFAULT_ASSIGNMENT, course_root: Path = COURSE_ROOT) -> Path:
+def generate_release(assignment: str = DEFAULT_ASSIGNMENT, course_root: Path = COURSE_ROOT,
+                     extra: list[str] = ()) -> Path:
     """Generate ``release/<assignment>`` from ``source/<assignment>``; raise with nbgrader's log if it fails."""
-    result = nbgrader(["generate_assignment", assignment, "--force"], course_root)
+    result = nbgrader(["generate_assignment", assignment, "--force", *extra], course_root)
     release = course_root / "release" / assignment
     if result.returncode != 0 or not release.is_dir():
         raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{result.stdout}\n{result.stderr}")

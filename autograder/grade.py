@@ -1,0 +1,244 @@
+"""Grade a folder of submissions: ``python -m autograder.grade [SUBMISSIONS] [options]``.
+
+SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, default: the course's
+``submitted/``) or a plain folder of ``.ipynb`` files (the student id is the file name). The command
+1. generates the assignment with nbgrader if the gradebook does not know it yet,
+2. reads every notebook; a corrupt or foreign one gets an error row and is left out,
+3. runs the checks of every submission in parallel workers, each on a separate student process,
+4. runs ``nbgrader autograde --force`` (scores into the gradebook; see ``nbgrader_plugin``) and
+   ``nbgrader generate_feedback --force`` (HTML without hidden tests),
+5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .grading import answer_cells, grade_notebook_file
+from .registry import CHECKS
+from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
+from .sandbox import Limits
+
+ASSIGNMENT, NOTEBOOK = "simclr", "simclr_lab"
+
+
+@dataclass
+class Row:
+    """One student's line of the grade table."""
+    student: str
+    status: str = "graded"
+    error: str = ""
+    score: float = 0.0
+    max_score: float = 0.0
+    manual_pending: int = 0
+    cells: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    feedback: str = ""
+
+
+def _student_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "student"
+
+
+def collect(submissions: Path, root: Path) -> dict[str, Path]:
+    """Student id -> submitted notebook under ``root/submitted`` (a plain folder is copied into that layout)."""
+    submitted = root / "submitted"
+    layout = sorted(submissions.glob(f"*/{ASSIGNMENT}/*.ipynb"))
+    if layout:
+        if submissions.resolve() != submitted.resolve():
+            for path in layout:
+                target = submitted / path.relative_to(submissions)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        students = sorted({p.relative_to(submissions).parts[0] for p in layout})
+        return {s: submitted / s / ASSIGNMENT / f"{NOTEBOOK}.ipynb" for s in students}
+    found = {}
+    for path in sorted(submissions.glob("*.ipynb")):
+        student = _student_id(path.stem)
+        target = submitted / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+        found[student] = target
+    return found
+
+
+def precheck(path: Path) -> str:
+    """Empty if the file is a notebook of this assignment; otherwise what is wrong and what to do."""
+    if not path.is_file():
+        names = ", ".join(p.name for p in path.parent.glob("*.ipynb")) or "no notebook"
+        return f"no {path.name} in the submission (found: {names}); submit the assignment's notebook under its own name"
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is reported, the batch goes on
+        return (f"not a readable notebook ({type(error).__name__}: {str(error)[:200]}); "
+                "the student should re-download it from Jupyter (File > Download) and submit again")
+    grade_ids = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells}
+    if not answer_cells(nb) and not grade_ids & {check.grade_id for check in CHECKS}:
+        return "a notebook of another assignment: none of simclr_lab's cells or functions is in it"
+    return ""
+
+
+def _grade_one(args: tuple[str, str, Limits]) -> tuple[str, dict, float]:
+    student, path, limits = args
+    start = time.monotonic()
+    return student, grade_notebook_file(Path(path), limits), time.monotonic() - start
+
+
+def _gradebook_rows(db_url: str, rows: dict[str, Row]) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+    with Gradebook(db_url) as gradebook:
+        for student, row in rows.items():
+            if row.status != "graded":
+                continue
+            try:
+                submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
+            except MissingEntry:
+                row.status, row.error = "error", "nbgrader did not autograde this submission (see the log above)"
+                continue
+            for grade in submission.grades:
+                row.max_score += grade.max_score
+                row.score += grade.score or 0.0
+                row.manual_pending += bool(grade.needs_manual_grade)
+                if grade.cell_type == "code":
+                    row.cells[grade.name] = {"points": grade.score, "max": grade.max_score}
+
+
+def _messages(root: Path, rows: dict[str, Row]) -> None:
+    """The failed checks' messages, read back from the autograded notebooks."""
+    for student, row in rows.items():
+        path = root / "autograded" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+        if row.status != "graded" or not path.is_file():
+            continue
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in row.cells:
+                errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+                row.cells[grade_id]["message"] = errors[0].evalue if errors else "passed"
+        feedback = root / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
+        row.feedback = str(feedback) if feedback.is_file() else ""
+
+
+def write_outputs(rows: dict[str, Row], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    grade_ids = [check.grade_id for check in CHECKS]
+    with open(out / "grades.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["student", "status", "score", "max_score", "manual_pending", *grade_ids, "error"])
+        for row in rows.values():
+            writer.writerow([row.student, row.status, row.score, row.max_score, row.manual_pending,
+                             *(row.cells.get(g, {}).get("points", "") for g in grade_ids), row.error])
+    for row in rows.values():
+        (out / f"{row.student}.json").write_text(json.dumps(vars(row), indent=2) + "\n")
+
+
+def print_table(rows: dict[str, Row]) -> None:
+    print(f"{'student':28} {'status':7} {'tests':>9} {'written':>8}  failed checks / error")
+    for row in rows.values():
+        code = sum(c["points"] or 0 for c in row.cells.values())
+        code_max = sum(c["max"] for c in row.cells.values())
+        failed = [g.removeprefix("test_") for g, c in row.cells.items() if (c["points"] or 0) < c["max"]]
+        detail = row.error if row.status != "graded" else ", ".join(failed) or "-"
+        tests = f"{code:g}/{code_max:g}" if row.status == "graded" else "-"
+        written = f"{row.manual_pending} todo" if row.status == "graded" else "-"
+        print(f"{row.student:28} {row.status:7} {tests:>9} {written:>8}  {detail}")
+
+
+def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
+          db_url: str | None = None, limits: Limits = Limits(), regenerate: bool = False) -> dict[str, Row]:
+    """Grade every submission in ``submissions``; return the rows (also written to ``out``)."""
+    scripts_first_on_path()
+    root = root.resolve()
+    out = (out or root / "grades").resolve()
+    db_url = db_url or f"sqlite:///{root / 'gradebook.db'}"
+    if db_url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise SystemExit("a postgresql:// gradebook needs the psycopg driver: pip install 'psycopg[binary]'")
+    db_option = f"--CourseDirectory.db_url={db_url}"
+    from nbgrader.api import Gradebook, MissingEntry
+    with Gradebook(db_url) as gradebook:
+        try:
+            gradebook.find_assignment(ASSIGNMENT)
+        except MissingEntry:
+            regenerate = True
+    if regenerate:
+        print(f"== generating the assignment {ASSIGNMENT} (nbgrader generate_assignment)", flush=True)
+        generate_release(ASSIGNMENT, root, extra=[db_option])
+
+    notebooks = collect(submissions.resolve(), root)
+    rows = {student: Row(student) for student in notebooks}
+    for student, path in notebooks.items():
+        problem = precheck(path)
+        if problem:
+            rows[student].status, rows[student].error = "error", problem
+    good = [s for s in notebooks if rows[s].status == "graded"]
+    workers = workers or max(1, os.cpu_count() or 1)
+    print(f"== checking {len(good)} submissions with {workers} workers ({len(rows) - len(good)} unreadable)", flush=True)
+    checks_dir = out / "checks"
+    checks_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for student, result, seconds in pool.map(_grade_one, [(s, str(notebooks[s]), limits) for s in good]):
+            (checks_dir / f"{student}.json").write_text(json.dumps(result))
+            rows[student].seconds = round(seconds, 1)
+            print(f"   {student}: {sum(r['passed'] for r in result['results'].values())}/{len(result['results'])} "
+                  f"checks passed ({seconds:.1f} s)", flush=True)
+    print(f"   checks done in {time.monotonic() - start:.1f} s", flush=True)
+
+    bad = [s for s in notebooks if rows[s].status != "graded"]
+    common = [db_option, f"--TrustedChecks.results_directory={checks_dir}",
+              f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
+              f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
+              f"--TrustedChecks.memory_mb={limits.memory_mb}"]
+    if bad:
+        common.append(f"--CourseDirectory.student_id_exclude={','.join(bad)}")
+    if good:
+        print("== nbgrader autograde and generate_feedback", flush=True)
+        for command in (["autograde", ASSIGNMENT, "--force", *common], ["generate_feedback", ASSIGNMENT, "--force", *common]):
+            result = nbgrader(command, root)
+            if result.returncode != 0:
+                print(f"nbgrader {command[0]} reported errors:\n{result.stderr[-3000:]}", file=sys.stderr)
+    _gradebook_rows(db_url, rows)
+    _messages(root, rows)
+    write_outputs(rows, out)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("submissions", nargs="?", type=Path, help="default: <root>/submitted")
+    parser.add_argument("--root", type=Path, default=COURSE_ROOT, help="course root (nbgrader_config.py, source/)")
+    parser.add_argument("--out", type=Path, help="grades folder (default: <root>/grades)")
+    parser.add_argument("--workers", type=int, help="parallel submissions (default: CPU count)")
+    parser.add_argument("--db", help="gradebook URL (default: sqlite:///<root>/gradebook.db; postgresql://... works)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check (default 60)")
+    parser.add_argument("--memory-mb", type=int, default=4096, help="memory limit of a student process (default 4096)")
+    parser.add_argument("--regenerate", action="store_true", help="regenerate the assignment even if the gradebook has it")
+    args = parser.parse_args(argv)
+    limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=args.timeout, memory_mb=args.memory_mb)
+    start = time.monotonic()
+    rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
+                 args.regenerate)
+    print()
+    print_table(rows)
+    print(f"\n{len(rows)} submissions in {time.monotonic() - start:.0f} s; grades in "
+          f"{(args.out or args.root.resolve() / 'grades')}/grades.csv")
+
+
+if __name__ == "__main__":
+    main()

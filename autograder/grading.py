@@ -1,0 +1,106 @@
+"""Grade one submission: take its answer cells out of the notebook and run every check on a separate process."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nbformat
+
+from .registry import CHECKS, COMPONENTS, Check
+from simclr_helpers.checks import StudentCodeError
+
+from .sandbox import Limits, Sandbox
+
+REFERENCE_LOSS = Path(__file__).resolve().parent.parent / "reference" / "loss.py"
+
+
+@dataclass
+class CheckResult:
+    grade_id: str
+    passed: bool
+    message: str
+    seconds: float
+
+
+def _defines(source: str, name: str) -> bool:
+    try:
+        tree = ast.parse(_without_magics(source))
+    except SyntaxError:
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return True
+    return False
+
+
+def _without_magics(source: str) -> str:
+    """IPython line magics and shell escapes (``%...``, ``!...``) have no meaning outside a kernel."""
+    return re.sub(r"(?m)^[ \t]*[%!].*$", "", source)
+
+
+def answer_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """The code of the five answer cells, in notebook order: by nbgrader grade_id, else the last cell defining it."""
+    found: dict[int, str] = {}
+    for component in COMPONENTS:
+        code_cells = [(i, c) for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"]
+        by_id = [i for i, c in code_cells
+                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == component]
+        defining = [i for i, c in code_cells if _defines(c.get("source", ""), component)
+                    and not c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+        index = by_id[0] if by_id else (defining[-1] if defining else None)
+        if index is not None:
+            found[index] = component
+    return [(found[i], _without_magics(nb.cells[i].source)) for i in sorted(found)]
+
+
+def digest(cells: list[tuple[str, str]]) -> str:
+    """Identifies the graded code, so results computed ahead can be matched to a notebook."""
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Limits) -> CheckResult:
+    start = time.monotonic()
+    if check.component not in cells:
+        return CheckResult(check.grade_id, False, f"no cell defines {check.component}", 0.0)
+    if check.component in sandbox.cell_errors:
+        return CheckResult(check.grade_id, False,
+                           f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}", 0.0)
+    sandbox.deadline = start + limits.check_timeout_s
+    try:
+        check.run(sandbox)
+        passed, message = True, "passed"
+    except (AssertionError, StudentCodeError) as error:
+        passed, message = False, str(error) or "a check failed"
+    except Exception as error:  # noqa: BLE001 - whatever the student's code provoked, this check fails, the rest go on
+        passed, message = False, f"{type(error).__name__}: {error}"
+    if check.component in sandbox.cell_errors and not passed:
+        message = f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}"
+    return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
+
+
+def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits()) -> dict[str, CheckResult]:
+    """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest."""
+    by_component = dict(cells)
+    results: dict[str, CheckResult] = {}
+    for alone in (False, True):
+        inject = REFERENCE_LOSS.read_text() if alone else None
+        with Sandbox(cells, limits, inject=inject) as sandbox:
+            for check in CHECKS:
+                if check.alone == alone:
+                    results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
+    return {check.grade_id: results[check.grade_id] for check in CHECKS}
+
+
+def grade_notebook_file(path: Path, limits: Limits = Limits()) -> dict:
+    """Grade a notebook file: {"digest", "results": {grade_id: CheckResult as dict}}; raises on unreadable files."""
+    nb = nbformat.read(str(path), as_version=4)
+    cells = answer_cells(nb)
+    results = grade_cells(cells, limits)
+    return {"digest": digest(cells), "results": {k: asdict(v) for k, v in results.items()}}

@@ -1,0 +1,69 @@
+"""The nbgrader preprocessor that grades test cells with the checks instead of executing the notebook.
+
+``nbgrader_config.py`` puts :class:`TrustedChecks` in place of nbgrader's ``Execute`` in autograde. Nothing
+runs in a kernel the student's code could change: the answer cells go to a separate process
+(``grading.grade_cells``), each test cell gets one output (stdout "passed", or an error with the failed
+check's message) that nbgrader's own ``SaveAutoGrades`` turns into points, and the hidden part of every test
+cell is removed so that neither the gradebook's autograded copy nor the feedback shows it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nbconvert.exporters.exporter import ResourcesDict
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from traitlets import Float, Int, Unicode
+
+from .grading import answer_cells, digest, grade_cells
+from .sandbox import Limits
+
+HIDDEN_NOTE = "# (hidden tests: run by the grader; their result is below)"
+
+
+class TrustedChecks(NbGraderPreprocessor):
+    """Grade every test cell with the registered checks, run on the answer cells in a separate process."""
+
+    check_timeout_s = Float(60.0, help="Wall-clock limit of one check, in seconds").tag(config=True)
+    startup_timeout_s = Float(60.0, help="Limit for defining the answer cells, in seconds").tag(config=True)
+    memory_mb = Int(4096, help="Memory (data segment) limit of the student process, in MiB; 0: none").tag(config=True)
+    threads = Int(1, help="CPU threads of the student process").tag(config=True)
+    results_directory = Unicode(
+        "", help="Folder of <student>.json results computed ahead by `python -m autograder grade`").tag(config=True)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.check_timeout_s, self.startup_timeout_s, self.memory_mb, self.threads)
+
+    def _results(self, nb: NotebookNode, student: str) -> dict:
+        cells = answer_cells(nb)
+        ahead = Path(self.results_directory) / f"{student}.json" if self.results_directory else None
+        if ahead is not None and ahead.is_file():
+            saved = json.loads(ahead.read_text())
+            if saved.get("digest") == digest(cells):
+                return saved["results"]
+        self.log.info("Running the checks of %s", student)
+        return {grade_id: vars(result) for grade_id, result in grade_cells(cells, self.limits).items()}
+
+    def preprocess(self, nb: NotebookNode, resources: ResourcesDict) -> tuple[NotebookNode, ResourcesDict]:
+        results = self._results(nb, resources["nbgrader"]["student"])
+        hide = ClearHiddenTests(parent=self)
+        for cell in nb.cells:
+            nbgrader = cell.metadata.get("nbgrader", {})
+            if cell.cell_type != "code" or not nbgrader.get("grade"):
+                continue
+            if hide._remove_hidden_test_region(cell):
+                cell.source = cell.source.rstrip("\n") + "\n" + HIDDEN_NOTE
+            result = results.get(nbgrader.get("grade_id"))
+            cell.execution_count = None
+            if result is None:
+                cell.outputs = [new_output("error", ename="NotGraded", evalue="no check is registered for this cell",
+                                           traceback=["NotGraded: no check is registered for this cell"])]
+            elif result["passed"]:
+                cell.outputs = [new_output("stream", name="stdout", text=f"passed ({result['seconds']:.1f} s)\n")]
+            else:
+                cell.outputs = [new_output("error", ename="CheckFailed", evalue=result["message"],
+                                           traceback=[f"CheckFailed: {result['message']}"])]
+        return nb, resources

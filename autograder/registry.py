@@ -1,0 +1,53 @@
+"""Which checks grade which test cell of the notebook (by nbgrader grade_id)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from simclr_helpers import checks as visible
+
+from . import hidden_checks as hidden
+
+COMPONENTS = ("get_augmentations", "ProjectionHead", "nt_xent", "train_epoch", "linear_probe")
+
+
+@dataclass(frozen=True)
+class Check:
+    """The checks behind one test cell: the component they grade and a function of a ``student``."""
+    grade_id: str
+    component: str
+    run: Callable[[Any], None]
+    alone: bool = False  # graded with the reference for every other component it calls
+
+    @property
+    def hidden(self) -> bool:
+        return self.grade_id.endswith("_hidden")
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("test_get_augmentations", "get_augmentations", visible.check_get_augmentations),
+    Check("test_get_augmentations_hidden", "get_augmentations", hidden.get_augmentations),
+    Check("test_projection_head", "ProjectionHead", visible.check_projection_head),
+    Check("test_projection_head_hidden", "ProjectionHead", hidden.projection_head),
+    Check("test_nt_xent", "nt_xent", visible.VISIBLE["nt_xent"]),
+    Check("test_nt_xent_formula_hidden", "nt_xent", hidden.nt_xent_formula),
+    Check("test_nt_xent_properties_hidden", "nt_xent", hidden.nt_xent_properties),
+    Check("test_train_epoch", "train_epoch", visible.check_train_epoch, alone=True),
+    Check("test_train_epoch_hidden", "train_epoch", hidden.train_epoch, alone=True),
+    Check("test_linear_probe", "linear_probe", visible.check_linear_probe),
+    Check("test_linear_probe_hidden", "linear_probe", hidden.linear_probe),
+)
+BY_GRADE_ID = {check.grade_id: check for check in CHECKS}
+
+
+def run_in_kernel(grade_id: str, namespace: dict) -> None:
+    """The hidden part of a test cell when the instructor runs the source notebook: the checks, in this kernel.
+
+    Grading never relies on this (the autograder runs the same checks on a separate process); it lets
+    ``nbgrader validate`` on the source show that the solutions pass.
+    """
+    from simclr_helpers.checks import InKernel, StudentCodeError
+    try:
+        BY_GRADE_ID[grade_id].run(InKernel(namespace))
+    except StudentCodeError as error:
+        raise AssertionError(str(error)) from None

@@ -1,0 +1,159 @@
+"""A separate process that holds a submission's code and runs ops on it, with time and memory limits."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import simclr_helpers
+import torch
+from simclr_helpers.checks import StudentCodeError
+
+WORKER = Path(__file__).with_name("worker.py")
+MAX_MESSAGE = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-check wall-clock limit, memory (data segment) limit, and threads of the student process."""
+    check_timeout_s: float = 60.0
+    startup_timeout_s: float = 60.0
+    memory_mb: int = 4096
+    threads: int = 1
+
+
+class Sandbox:
+    """Runs ``simclr_helpers.checks`` ops on the student's cells in a ``python -S`` child process.
+
+    ``cells`` are (label, source) pairs executed in order; ``inject`` is code run after them (the checker
+    replaces a component with the reference's to grade another one alone). A cell that hangs or kills the
+    process at definition time is left out and the rest are defined again. Set ``deadline`` (a
+    ``time.monotonic()`` value) before each check: every op waits at most until then, and after it every op
+    fails at once, so a hanging function costs one check and one time limit.
+    """
+
+    def __init__(self, cells: list[tuple[str, str]], limits: Limits, inject: str | None = None):
+        self.cells, self.limits, self.inject = list(cells), limits, inject
+        self.cell_errors: dict[str, str] = {}
+        self.deadline = time.monotonic() + limits.check_timeout_s
+        self._process: subprocess.Popen | None = None
+        self._folder = Path(tempfile.mkdtemp(prefix="simclr-sandbox-"))
+        shutil.copy(WORKER, self._folder / "worker.py")
+        shutil.copytree(Path(simclr_helpers.__file__).parent, self._folder / "simclr_helpers",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._kill()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    # --- process lifecycle -----------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self._folder), "LANG": "C.UTF-8",
+               "OMP_NUM_THREADS": str(self.limits.threads), "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
+        log = open(self._folder / "output.log", "ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-S", "worker.py", str(to_child_r), str(from_child_w), str(self.limits.memory_mb),
+             str(self.limits.threads), *site.getsitepackages()],
+            cwd=self._folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            pass_fds=(to_child_r, from_child_w), start_new_session=True)
+        log.close()
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._to_child = Connection(to_child_w, readable=False)
+        self._from_child = Connection(from_child_r, writable=False)
+
+    def _kill(self) -> None:
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._process.wait()
+        self._to_child.close()
+        self._from_child.close()
+        self._process = None
+
+    def _start(self) -> None:
+        """Start the child and define the cells; leave out any cell that hangs or kills the process."""
+        while True:
+            self._spawn()
+            self._send({"cells": self.cells, "inject": self.inject})
+            deadline = time.monotonic() + self.limits.startup_timeout_s
+            running = None
+            try:
+                while True:
+                    message = self._receive(deadline, "defining your functions")
+                    if "running" in message:
+                        running = message["running"]
+                    else:
+                        self.cell_errors.update(message["cell_errors"])
+                        return
+            except StudentCodeError as error:
+                self._kill()
+                if running is None:
+                    raise
+                self.cell_errors[running] = str(error)
+                self.cells = [(label, source) for label, source in self.cells if label != running]
+
+    # --- messages --------------------------------------------------------------------------------------
+
+    def _send(self, message: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(message, buffer)
+        try:
+            self._to_child.send_bytes(buffer.getvalue())
+        except (BrokenPipeError, OSError):
+            pass  # the child died; _receive reports how
+
+    def _receive(self, deadline: float, doing: str) -> Any:
+        remaining = deadline - time.monotonic()
+        try:
+            ready = remaining > 0 and self._from_child.poll(remaining)
+            if not ready:
+                self._kill()
+                raise StudentCodeError(f"time limit: {doing} did not finish within the allowed time "
+                                       f"({self.limits.check_timeout_s:.0f} s per check); is there an endless loop?")
+            data = self._from_child.recv_bytes(MAX_MESSAGE)
+        except (EOFError, OSError):
+            code = self._process.wait() if self._process else None
+            self._kill()
+            reason = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            raise StudentCodeError(f"the process running your code {reason} while {doing} "
+                                   "(sys.exit, os._exit, a crash, or the memory limit)") from None
+        try:
+            return torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as error:
+            self._kill()
+            raise StudentCodeError(f"the student process sent something that is not plain data ({error})") from None
+
+    def run(self, op: str, **kwargs) -> Any:
+        """Run one op (see ``simclr_helpers.checks.OPS``) on the student's code; plain data back."""
+        if time.monotonic() >= self.deadline:
+            raise StudentCodeError("time limit: this check already used its time")
+        if self._process is None:
+            self._start()
+        self._send({"op": op, "kwargs": kwargs})
+        reply = self._receive(self.deadline, f"running {op}")
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            raise StudentCodeError(str(reply.get("error") if isinstance(reply, dict) else reply))
+        return reply["result"]
