@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 from simclr_helpers import checks as visible
@@ -9,6 +10,8 @@ from simclr_helpers import checks as visible
 from . import hidden_checks as hidden
 
 COMPONENTS = ("get_augmentations", "ProjectionHead", "nt_xent", "train_epoch", "linear_probe")
+# The visible checks run on other inputs than the notebook's (seed 0), so hard-coded answers do not pass.
+GRADER_SEED = 1
 
 
 @dataclass(frozen=True)
@@ -25,16 +28,16 @@ class Check:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check("test_get_augmentations", "get_augmentations", visible.check_get_augmentations),
+    Check("test_get_augmentations", "get_augmentations", partial(visible.check_get_augmentations, seed=GRADER_SEED)),
     Check("test_get_augmentations_hidden", "get_augmentations", hidden.get_augmentations),
-    Check("test_projection_head", "ProjectionHead", visible.check_projection_head),
+    Check("test_projection_head", "ProjectionHead", partial(visible.check_projection_head, seed=GRADER_SEED)),
     Check("test_projection_head_hidden", "ProjectionHead", hidden.projection_head),
-    Check("test_nt_xent", "nt_xent", visible.VISIBLE["nt_xent"]),
+    Check("test_nt_xent", "nt_xent", partial(visible.check_nt_xent_of, seed=GRADER_SEED)),
     Check("test_nt_xent_formula_hidden", "nt_xent", hidden.nt_xent_formula),
     Check("test_nt_xent_properties_hidden", "nt_xent", hidden.nt_xent_properties),
-    Check("test_train_epoch", "train_epoch", visible.check_train_epoch, alone=True),
+    Check("test_train_epoch", "train_epoch", partial(visible.check_train_epoch, seed=GRADER_SEED), alone=True),
     Check("test_train_epoch_hidden", "train_epoch", hidden.train_epoch, alone=True),
-    Check("test_linear_probe", "linear_probe", visible.check_linear_probe),
+    Check("test_linear_probe", "linear_probe", partial(visible.check_linear_probe, seed=GRADER_SEED)),
     Check("test_linear_probe_hidden", "linear_probe", hidden.linear_probe),
 )
 BY_GRADE_ID = {check.grade_id: check for check in CHECKS}

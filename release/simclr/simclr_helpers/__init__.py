@@ -11,10 +11,11 @@ from .encoders import SmallCNN, build_encoder, resnet18_cifar
 from .evaluate import extract_features, knn_accuracy, nearest_neighbours, tsne_2d
 from .experiments import (DevicePairLoader, LabData, eval_loader, load_lab_data, pair_loader, pretrain, simclr_run,
                           train_supervised)
+from . import checks
 from .runtime import PRESETS, Preset, Timer, choose_preset, describe_environment, needs, pick_device, seed_everything
 
 __all__ = [
-    "BatchAugment", "DevicePairLoader", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10NotFoundError", "LabData", "PRESETS", "Preset",
+    "BatchAugment", "DevicePairLoader", "checks", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10NotFoundError", "LabData", "PRESETS", "Preset",
     "SmallCNN", "Timer", "TwoViewDataset", "balanced_subset", "build_encoder", "choose_preset", "dataset_targets",
     "describe_environment", "eval_loader", "extract_features", "get_eval_transform", "images_as_tensor", "knn_accuracy",
     "load_cifar10", "load_lab_data", "nearest_neighbours", "needs", "offline_copy_available", "one_per_class", "pair_loader",
