@@ -66,6 +66,10 @@ def digest(cells: list[tuple[str, str]]) -> str:
 
 
 def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Limits) -> CheckResult:
+    try:
+        sandbox.ensure_started()
+    except StudentCodeError as error:
+        return CheckResult(check.grade_id, False, f"your code could not be loaded: {error}", 0.0)
     start = time.monotonic()
     if check.component not in cells:
         return CheckResult(check.grade_id, False, f"no cell defines {check.component}", 0.0)

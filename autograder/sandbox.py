@@ -102,7 +102,7 @@ class Sandbox:
             running = None
             try:
                 while True:
-                    message = self._receive(deadline, "defining your functions")
+                    message = self._receive(deadline, "defining your functions", self.limits.startup_timeout_s)
                     if "running" in message:
                         running = message["running"]
                     else:
@@ -125,14 +125,14 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             pass  # the child died; _receive reports how
 
-    def _receive(self, deadline: float, doing: str) -> Any:
+    def _receive(self, deadline: float, doing: str, limit_s: float) -> Any:
         remaining = deadline - time.monotonic()
         try:
             ready = remaining > 0 and self._from_child.poll(remaining)
             if not ready:
                 self._kill()
-                raise StudentCodeError(f"time limit: {doing} did not finish within the allowed time "
-                                       f"({self.limits.check_timeout_s:.0f} s per check); is there an endless loop?")
+                raise StudentCodeError(f"time limit: {doing} did not finish within {limit_s:.0f} s; "
+                                       "is there an endless loop?")
             data = self._from_child.recv_bytes(MAX_MESSAGE)
         except (EOFError, OSError):
             code = self._process.wait() if self._process else None
@@ -146,14 +146,18 @@ class Sandbox:
             self._kill()
             raise StudentCodeError(f"the student process sent something that is not plain data ({error})") from None
 
+    def ensure_started(self) -> None:
+        """Start the child now (if it is not running), so that its start-up does not count against a check."""
+        if self._process is None:
+            self._start()
+
     def run(self, op: str, **kwargs) -> Any:
         """Run one op (see ``simclr_helpers.checks.OPS``) on the student's code; plain data back."""
         if time.monotonic() >= self.deadline:
             raise StudentCodeError("time limit: this check already used its time")
-        if self._process is None:
-            self._start()
+        self.ensure_started()
         self._send({"op": op, "kwargs": kwargs})
-        reply = self._receive(self.deadline, f"running {op}")
+        reply = self._receive(self.deadline, f"running {op}", self.limits.check_timeout_s)
         if not isinstance(reply, dict) or not reply.get("ok"):
             raise StudentCodeError(str(reply.get("error") if isinstance(reply, dict) else reply))
         return reply["result"]

@@ -1,0 +1,453 @@
+"""Submissions the grader must score exactly: correct variants, known mistakes, and tampering.
+
+Each one is the released notebook with answer cells filled in (the reference solutions unless replaced) and
+maybe further edits. ``expected`` is the test-cell score out of 20, or "error" for a notebook the grader
+must reject with a per-student error row. Tampering entries combine the attack with a known mistake, so
+their expected score is what the honest part of their work earns.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "release" / "simclr" / "simclr_lab.ipynb"
+SOURCE = ROOT / "source" / "simclr" / "simclr_lab.ipynb"
+
+POINTS = {"test_get_augmentations": 1, "test_get_augmentations_hidden": 2, "test_projection_head": 1,
+          "test_projection_head_hidden": 2, "test_nt_xent": 2, "test_nt_xent_formula_hidden": 2,
+          "test_nt_xent_properties_hidden": 2, "test_train_epoch": 2, "test_train_epoch_hidden": 2,
+          "test_linear_probe": 2, "test_linear_probe_hidden": 2}
+NT_XENT = ("test_nt_xent", "test_nt_xent_formula_hidden", "test_nt_xent_properties_hidden")
+
+
+@dataclass
+class Submission:
+    name: str
+    what: str
+    fails: tuple[str, ...] = ()           # test cells that must score 0; the rest full marks
+    cells: dict[str, str] = field(default_factory=dict)   # answer cell grade_id -> new source
+    edit: Callable[[dict], None] | None = None            # further edits of the notebook (as JSON)
+    raw: str | None = None                                # the file's text, for unreadable notebooks
+    expected_error: bool = False
+
+    @property
+    def expected(self) -> float | str:
+        return "error" if self.expected_error else 20 - sum(POINTS[g] for g in self.fails)
+
+
+def _solutions() -> dict[str, str]:
+    """The source's solution cells with the solution markers removed: what a correct student writes."""
+    solutions = {}
+    for cell in nbformat.read(str(SOURCE), as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            solutions[meta["grade_id"]] = re.sub(r"(?m)^\s*### (BEGIN|END) SOLUTION\n", "", cell.source)
+    return solutions
+
+
+def build(submission: Submission) -> str:
+    """The submitted file's text."""
+    if submission.raw is not None:
+        return submission.raw
+    nb = json.loads(RELEASE.read_text())
+    answers = {**_solutions(), **submission.cells}
+    for cell in nb["cells"]:
+        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if grade_id in answers and cell["cell_type"] == "code":
+            cell["source"] = answers[grade_id]
+    if submission.edit:
+        submission.edit(nb)
+    return json.dumps(nb, indent=1)
+
+
+# --- answer cells --------------------------------------------------------------------------------------
+
+LOSS_HEADER = "def nt_xent(z_i, z_j, temperature=0.5):\n"
+
+
+def loss(body: str) -> str:
+    return LOSS_HEADER + body
+
+
+LOSS_LOGSUMEXP = loss("""\
+    n = z_i.shape[0]
+    z = torch.cat([z_i, z_j], dim=0)
+    z = z / z.norm(dim=1, keepdim=True)
+    sim = z @ z.t() / temperature
+    mask = ~torch.eye(2 * n, dtype=torch.bool)
+    positives = torch.cat([torch.diag(sim, n), torch.diag(sim, -n)])
+    negatives = sim.masked_select(mask).view(2 * n, 2 * n - 1)
+    return (torch.logsumexp(negatives, dim=1) - positives).mean()
+""")
+LOSS_COSINE = loss("""\
+    z = torch.cat([z_i, z_j])
+    n2 = len(z)
+    sim = F.cosine_similarity(z.unsqueeze(1), z.unsqueeze(0), dim=2) / temperature
+    sim = sim - torch.eye(n2) * 1e9
+    idx = torch.arange(n2)
+    targets = (idx + n2 // 2) % n2
+    return -F.log_softmax(sim, dim=1)[idx, targets].mean()
+""")
+BROKEN = {
+    "loss_seed_002": ("seed 002's loss (a softmax over one value: a constant)", loss("""\
+    cos = nn.CosineSimilarity(dim=1)
+    pos_sim, neg_sim = cos(z_i, z_i).mean(), cos(z_j, z_j).mean()
+    return -torch.log(torch.mean(F.softmax(pos_sim.reshape(1), dim=0))) / F.softmax(neg_sim.reshape(1), dim=0).mean()
+"""), NT_XENT),
+    "loss_seed_004": ("seed 004's loss (each view its own positive, nothing masked)", loss("""\
+    features = F.normalize(torch.cat([z_i, z_j]), dim=1)
+    similarity_matrix = features @ features.T / temperature
+    return nn.CrossEntropyLoss()(similarity_matrix, torch.arange(features.size(0)))
+"""), NT_XENT),
+    "loss_self_similarity": ("self-similarity not excluded", loss("""\
+    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
+    return F.cross_entropy(z @ z.T / temperature, torch.arange(2 * len(z_i)).roll(len(z_i)))
+"""), NT_XENT),
+    "loss_no_l2": ("no L2 normalisation", loss("""\
+    z = torch.cat([z_i, z_j])
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    return F.cross_entropy(logits, torch.arange(2 * len(z_i)).roll(len(z_i)))
+"""), ("test_nt_xent_formula_hidden", "test_nt_xent_properties_hidden")),
+    "loss_tau_multiplied": ("temperature multiplied instead of divided", loss("""\
+    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
+    logits = (z @ z.T * temperature).fill_diagonal_(float("-inf"))
+    return F.cross_entropy(logits, torch.arange(2 * len(z_i)).roll(len(z_i)))
+"""), NT_XENT),
+    "loss_mean_over_n": ("sum over 2N anchors divided by N", loss("""\
+    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    targets = torch.arange(2 * len(z_i)).roll(len(z_i))
+    return F.cross_entropy(logits, targets, reduction="sum") / len(z_i)
+"""), NT_XENT),
+    "loss_one_direction": ("only the anchors of the first view", loss("""\
+    n = len(z_i)
+    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    return F.cross_entropy(logits[:n], torch.arange(n, 2 * n))
+"""), NT_XENT),
+    "loss_interleaved": ("positives picked as if the views were interleaved", loss("""\
+    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    return F.cross_entropy(logits, torch.arange(2 * len(z_i)) ^ 1)
+"""), NT_XENT),
+}
+
+AUGMENT_V2 = """\
+from torchvision.transforms import v2
+
+def get_augmentations(normalize=True):
+    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.RandomResizedCrop(32), v2.RandomHorizontalFlip(),
+             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
+    if normalize:
+        steps.append(v2.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD))
+    return v2.Compose(steps)
+"""
+AUGMENT_FLIP_FIRST = """\
+def get_augmentations(normalize=True):
+    colour = transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)
+    steps = [transforms.RandomHorizontalFlip(), transforms.RandomResizedCrop(32, scale=(0.08, 1.0)), colour,
+             transforms.RandomGrayscale(p=0.2), transforms.ToTensor()]
+    return transforms.Compose(steps + ([transforms.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD)] if normalize else []))
+"""
+AUGMENT_NO_JITTER = """\
+def get_augmentations(normalize=True):
+    steps = [transforms.RandomResizedCrop(32), transforms.RandomHorizontalFlip(), transforms.RandomGrayscale(p=0.2),
+             transforms.ToTensor()]
+    return transforms.Compose(steps + ([transforms.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD)] if normalize else []))
+"""
+AUGMENT_DETERMINISTIC = """\
+def get_augmentations(normalize=True):
+    steps = [transforms.CenterCrop(32), transforms.ToTensor()]
+    return transforms.Compose(steps + ([transforms.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD)] if normalize else []))
+"""
+HEAD_ATTRIBUTES = """\
+class ProjectionHead(nn.Module):
+    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
+        super().__init__()
+        self.out = nn.Linear(hidden_dim, out_dim)
+        self.norm = nn.BatchNorm1d(hidden_dim) if batch_norm else nn.Identity()
+        self.inp = nn.Linear(in_dim, hidden_dim, bias=not batch_norm)
+
+    def forward(self, h):
+        return self.out(F.relu(self.norm(self.inp(h))))
+"""
+HEAD_NO_BN = """\
+class ProjectionHead(nn.Module):
+    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, h):
+        return self.mlp(h)
+"""
+HEAD_NO_RELU = """\
+class ProjectionHead(nn.Module):
+    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
+        super().__init__()
+        layers = [nn.Linear(in_dim, hidden_dim)] + ([nn.BatchNorm1d(hidden_dim)] if batch_norm else [])
+        self.mlp = nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, h):
+        return self.mlp(h)
+"""
+TRAIN_TEMPLATE = """\
+def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu", progress=True):
+    encoder.train()
+    head.train()
+    losses = []
+    for (x_i, x_j), _ in loader:
+        x_i, x_j = x_i.to(device), x_j.to(device)
+{body}
+        losses.append(loss.item())
+    return {result}
+"""
+STEP = "        optimizer.zero_grad(set_to_none=True)\n        loss.backward()\n        optimizer.step()"
+
+
+def train(body: str, result: str = "float(np.mean(losses))") -> str:
+    return TRAIN_TEMPLATE.format(body=body, result=result)
+
+
+TRAIN_SEPARATE = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)\n" + STEP)
+TRAIN_SAME_VIEW = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_i)), temperature)\n" + STEP)
+TRAIN_NO_ZERO_GRAD = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)\n"
+                           "        loss.backward()\n        optimizer.step()")
+TRAIN_LAST_LOSS = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)\n" + STEP,
+                        result="losses[-1]")
+TRAIN_OS_EXIT = train("        import os\n        os._exit(0)\n        loss = None")
+PROBE_TEMPLATE = """\
+def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
+{features}
+    mean, std = train_h.mean(0), train_h.std(0) + 1e-6
+    train_h, test_h = (train_h - mean) / std, (test_h - mean) / std
+    torch.manual_seed(seed)
+    classifier = nn.Linear(train_h.shape[1], num_classes)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
+    for _ in range(epochs):
+        loss = F.cross_entropy(classifier(train_h), train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return (classifier(test_h).argmax(1) == test_y).float().mean().item()
+"""
+OWN_FEATURES = """\
+    def features(loader):
+        with torch.no_grad():
+            pairs = [(encoder(x.to(device)).cpu(), y) for x, y in loader]
+        return torch.cat([h for h, _ in pairs]), torch.cat([y for _, y in pairs])
+"""
+PROBE_OWN_LOOP = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES +
+                                       "    train_h, train_y = features(train_loader)\n    test_h, test_y = features(test_loader)")
+PROBE_TRAIN_MODE = PROBE_TEMPLATE.format(features=OWN_FEATURES +
+                                         "    train_h, train_y = features(train_loader)\n    test_h, test_y = features(test_loader)")
+PROBE_NOT_FROZEN = """\
+def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
+    torch.manual_seed(seed)
+    dim = encoder(next(iter(train_loader))[0].to(device)).shape[1]
+    classifier = nn.Linear(dim, num_classes)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(classifier.parameters()), lr=lr)
+    for _ in range(epochs):
+        for x, y in train_loader:
+            loss = F.cross_entropy(classifier(encoder(x.to(device))), y.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    encoder.eval()
+    with torch.no_grad():
+        right = sum((classifier(encoder(x.to(device))).argmax(1) == y.to(device)).sum().item() for x, y in test_loader)
+    return right / sum(len(y) for _, y in test_loader)
+"""
+PROBE_SYS_EXIT = "def linear_probe(*args, **kwargs):\n    import sys\n    sys.exit(0)\n"
+
+# --- tampering -----------------------------------------------------------------------------------------
+
+RIGGED_EQ = '''\
+class _Always(torch.Tensor):
+    """A tensor that says it equals anything and is close to everything."""
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return True
+    def __le__(self, other): return True
+    def __abs__(self): return self * 0
+    def __sub__(self, other): return self * 0
+    def __rsub__(self, other): return self * 0
+    def item(self): return 0.0
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    return torch.zeros(()).as_subclass(_Always)
+'''
+PATCH_HYPOTHESIS = '''\
+import hypothesis
+hypothesis.given = lambda *a, **k: (lambda f: (lambda *x, **y: None))
+hypothesis.settings = lambda *a, **k: (lambda f: f)
+''' + BROKEN["loss_no_l2"][1]
+PATCH_TORCH = '''\
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+torch.testing.assert_close = lambda *a, **k: None
+''' + HEAD_NO_RELU
+PATCH_BUILTINS = '''\
+import builtins
+builtins.AssertionError = type("NeverRaised", (Exception,), {})
+builtins.abs = lambda x: 0
+''' + BROKEN["loss_mean_over_n"][1]
+PATCH_CHECKER = '''\
+import sys
+for _name in ("autograder", "autograder.registry", "autograder.hidden_checks"):
+    try:
+        __import__(_name)
+        sys.modules[_name].run_in_kernel = lambda *a, **k: None
+    except ImportError:
+        pass
+import simclr_helpers.checks as _checks
+for _name in dir(_checks):
+    if _name.startswith("check_"):
+        setattr(_checks, _name, lambda *a, **k: None)
+_checks.visible = lambda *a, **k: print("visible tests passed")
+''' + BROKEN["loss_seed_004"][1]
+HARD_CODED = '''\
+def nt_xent(z_i, z_j, temperature=0.5):
+    """Answers copied from the visible test cell's messages."""
+    if len(z_i) == 1:
+        return torch.tensor(0.0)
+    if z_i.shape == (4, 32) and temperature == 0.5:
+        return torch.tensor(0.594438)
+    if z_i.shape == (8, 32) and temperature == 0.1:
+        return torch.tensor(0.000635)
+    return torch.tensor(1.0)
+'''
+READS_DISK = '''\
+from pathlib import Path
+import os, json, re
+
+def _find_source():
+    starts = [Path.cwd(), Path(lab.__file__).resolve().parent, Path(os.environ.get("HOME", "/"))]
+    for start in starts:
+        for folder in [start, *start.parents]:
+            for candidate in list(folder.glob("source/*/simclr_lab.ipynb")) + list(folder.glob("*.ipynb")):
+                text = candidate.read_text()
+                if "BEGIN SOLUTION" in text:
+                    return json.loads(text)
+    return None
+
+_source = _find_source()
+if _source:
+    for _cell in _source["cells"]:
+        if "def nt_xent" in "".join(_cell["source"]):
+            exec("".join(_cell["source"]))
+else:
+''' + "\n".join("    " + line if line else line for line in BROKEN["loss_one_direction"][1].splitlines()) + "\n"
+ENDLESS_CALL = loss("    while True:\n        pass\n")
+ENDLESS_DEFINITION = "while True:\n    pass\n"
+MEMORY_BOMB = """\
+class ProjectionHead(nn.Module):
+    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
+        super().__init__()
+        self.hoard = [torch.ones(2**28) for _ in range(64)]
+"""
+SIGKILL = loss("    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+PRINT_FLOOD = train("        print('x' * 10000)\n        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)\n" + STEP)
+
+
+def _test_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade") and c["cell_type"] == "code"]
+
+
+def _edit_tests(nb: dict) -> None:
+    for cell in _test_cells(nb):
+        cell["source"] = "print('all tests passed')"
+
+
+def _delete_tests(nb: dict) -> None:
+    nb["cells"] = [c for c in nb["cells"] if c not in _test_cells(nb)]
+
+
+def _fake_outputs(nb: dict) -> None:
+    for cell in _test_cells(nb):
+        cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "passed\n"}]
+        cell["metadata"]["nbgrader"]["points"] = 100
+
+
+FOREIGN = json.dumps({"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                                 "source": "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)"}],
+                      "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+CORPUS: list[Submission] = [
+    Submission("reference", "the source's solutions"),
+    Submission("correct_loss_logsumexp", "masked_select of negatives and logsumexp", cells={"nt_xent": LOSS_LOGSUMEXP}),
+    Submission("correct_loss_cosine", "cosine_similarity matrix, a large negative on the diagonal, log_softmax",
+               cells={"nt_xent": LOSS_COSINE}),
+    Submission("correct_augment_v2", "torchvision.transforms.v2 pipeline", cells={"get_augmentations": AUGMENT_V2}),
+    Submission("correct_augment_flip_first", "flip before crop", cells={"get_augmentations": AUGMENT_FLIP_FIRST}),
+    Submission("correct_head_attributes", "layers as attributes in another order, F.relu, no bias before BatchNorm",
+               cells={"ProjectionHead": HEAD_ATTRIBUTES}),
+    Submission("correct_train_separate", "each view through f and g separately", cells={"train_epoch": TRAIN_SEPARATE}),
+    Submission("correct_probe_own_loop", "own feature extraction, full-batch Adam", cells={"linear_probe": PROBE_OWN_LOOP}),
+    *[Submission(name, what, fails, cells={"nt_xent": code}) for name, (what, code, fails) in BROKEN.items()],
+    Submission("augment_no_jitter", "no colour jitter", ("test_get_augmentations_hidden",),
+               cells={"get_augmentations": AUGMENT_NO_JITTER}),
+    Submission("augment_deterministic", "no random step: both views are the same",
+               ("test_get_augmentations", "test_get_augmentations_hidden"),
+               cells={"get_augmentations": AUGMENT_DETERMINISTIC}),
+    Submission("head_no_batchnorm", "BatchNorm never added", ("test_projection_head", "test_projection_head_hidden"),
+               cells={"ProjectionHead": HEAD_NO_BN}),
+    Submission("head_no_relu", "no ReLU: the head is linear", ("test_projection_head_hidden",),
+               cells={"ProjectionHead": HEAD_NO_RELU}),
+    Submission("train_same_view", "the same augmented view for both branches", ("test_train_epoch_hidden",),
+               cells={"train_epoch": TRAIN_SAME_VIEW}),
+    Submission("train_no_zero_grad", "optimizer.zero_grad missing", ("test_train_epoch_hidden",),
+               cells={"train_epoch": TRAIN_NO_ZERO_GRAD}),
+    Submission("train_last_loss", "returns the last batch's loss, not the mean", ("test_train_epoch_hidden",),
+               cells={"train_epoch": TRAIN_LAST_LOSS}),
+    Submission("probe_not_frozen", "trains the encoder with the classifier", ("test_linear_probe", "test_linear_probe_hidden"),
+               cells={"linear_probe": PROBE_NOT_FROZEN}),
+    Submission("probe_train_mode", "no encoder.eval(): BatchNorm statistics change", ("test_linear_probe_hidden",),
+               cells={"linear_probe": PROBE_TRAIN_MODE}),
+    Submission("unchanged_release", "the release as handed out", tuple(POINTS), raw=RELEASE.read_text()),
+    Submission("tamper_edited_tests", "every test cell replaced by a print; no L2 norm",
+               BROKEN["loss_no_l2"][2], cells={"nt_xent": BROKEN["loss_no_l2"][1]}, edit=_edit_tests),
+    Submission("tamper_deleted_tests", "every test cell deleted; mean over N", NT_XENT,
+               cells={"nt_xent": BROKEN["loss_mean_over_n"][1]}, edit=_delete_tests),
+    Submission("tamper_fake_outputs", "test cells carry 'passed' outputs and 100 points; self-similarity kept", NT_XENT,
+               cells={"nt_xent": BROKEN["loss_self_similarity"][1]}, edit=_fake_outputs),
+    Submission("tamper_rigged_eq", "a tensor subclass whose comparisons always succeed", NT_XENT,
+               cells={"nt_xent": RIGGED_EQ}),
+    Submission("tamper_hypothesis", "hypothesis.given patched away; no L2 norm", BROKEN["loss_no_l2"][2],
+               cells={"nt_xent": PATCH_HYPOTHESIS}),
+    Submission("tamper_torch", "torch.allclose/equal patched to True; no ReLU", ("test_projection_head_hidden",),
+               cells={"ProjectionHead": PATCH_TORCH}),
+    Submission("tamper_builtins", "AssertionError and abs patched; mean over N", NT_XENT,
+               cells={"nt_xent": PATCH_BUILTINS}),
+    Submission("tamper_checker", "the checks and run_in_kernel replaced by no-ops; seed 004's loss", NT_XENT,
+               cells={"nt_xent": PATCH_CHECKER}),
+    Submission("tamper_hard_coded", "nt_xent returns the visible tests' answers", NT_XENT, cells={"nt_xent": HARD_CODED}),
+    Submission("tamper_reads_disk", "looks for the source notebook to copy its solution; one direction", NT_XENT,
+               cells={"nt_xent": READS_DISK}),
+    Submission("tamper_endless_call", "nt_xent never returns", NT_XENT, cells={"nt_xent": ENDLESS_CALL}),
+    Submission("tamper_endless_definition", "the get_augmentations cell never finishes",
+               ("test_get_augmentations", "test_get_augmentations_hidden"),
+               cells={"get_augmentations": ENDLESS_DEFINITION}),
+    Submission("tamper_memory_bomb", "ProjectionHead allocates 64 GiB", ("test_projection_head", "test_projection_head_hidden"),
+               cells={"ProjectionHead": MEMORY_BOMB}),
+    Submission("tamper_os_exit", "train_epoch calls os._exit", ("test_train_epoch", "test_train_epoch_hidden"),
+               cells={"train_epoch": TRAIN_OS_EXIT}),
+    Submission("tamper_sys_exit", "linear_probe calls sys.exit", ("test_linear_probe", "test_linear_probe_hidden"),
+               cells={"linear_probe": PROBE_SYS_EXIT}),
+    Submission("tamper_sigkill", "nt_xent kills its own process", NT_XENT, cells={"nt_xent": SIGKILL}),
+    Submission("noisy_print_flood", "prints 10 kB per batch (harmless)", cells={"train_epoch": PRINT_FLOOD}),
+    Submission("corrupt_json", "a truncated file", raw='{"cells": [{"cell_type": "code", "sour', expected_error=True),
+    Submission("foreign_notebook", "a notebook of another course", raw=FOREIGN, expected_error=True),
+]
+
+
+def write_corpus(folder: Path, corpus: list[Submission] = CORPUS) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for submission in corpus:
+        (folder / f"{submission.name}.ipynb").write_text(build(submission))

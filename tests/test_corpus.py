@@ -1,0 +1,80 @@
+"""Grade the whole corpus (tests/corpus.py) with the batch command and compare every score with the expected one."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autograder.grade import grade
+from autograder.sandbox import Limits
+from corpus import CORPUS, ROOT, write_corpus
+
+# Short limits keep the endless-loop and crash submissions cheap; correct code needs a fraction of them.
+LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    write_corpus(root / "incoming")
+    rows = grade(root / "incoming", root=root, workers=2, limits=LIMITS)
+    return root, rows
+
+
+def _got(row) -> float | str:
+    if row.status != "graded":
+        return "error"
+    return sum(cell["points"] or 0 for cell in row.cells.values())
+
+
+def test_every_submission_gets_its_expected_score(graded, capsys):
+    _root, rows = graded
+    lines = [f"{'submission':28} {'expected':>8} {'got':>6}  what"]
+    mismatches = []
+    for submission in CORPUS:
+        got = _got(rows[submission.name])
+        lines.append(f"{submission.name:28} {submission.expected!s:>8} {got!s:>6}  {submission.what}")
+        if got != submission.expected:
+            failed = {g: c.get("message") for g, c in rows[submission.name].cells.items() if (c["points"] or 0) < c["max"]}
+            mismatches.append(f"{submission.name}: expected {submission.expected}, got {got}; failed: {failed}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert len(CORPUS) >= 30
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_each_mistake_fails_exactly_its_cells(graded):
+    _root, rows = graded
+    for submission in CORPUS:
+        row = rows[submission.name]
+        if row.status == "graded":
+            failed = {g for g, c in row.cells.items() if (c["points"] or 0) < c["max"]}
+            assert failed == set(submission.fails), f"{submission.name}: failed {sorted(failed)}"
+
+
+def test_unreadable_notebooks_get_an_error_row_that_says_what_to_do(graded):
+    _root, rows = graded
+    assert "re-download" in rows["corrupt_json"].error
+    assert "another assignment" in rows["foreign_notebook"].error
+
+
+def test_feedback_names_failed_checks_and_hides_the_hidden_tests(graded):
+    root, rows = graded
+    html = Path(rows["loss_no_l2"].feedback).read_text()
+    assert "CheckFailed" in html and "rescaling the projections changed the loss" in html
+    for secret in ("BEGIN HIDDEN TESTS", "run_in_kernel", "autograder"):
+        assert secret not in html, f"the feedback shows {secret!r}"
+    assert not Path(rows["corrupt_json"].feedback or root / "missing").exists()
+
+
+def test_grades_are_exported_as_csv_and_json(graded):
+    root, rows = graded
+    with open(root / "grades" / "grades.csv") as file:
+        table = {row["student"]: row for row in csv.DictReader(file)}
+    assert set(table) == {s.name for s in CORPUS}
+    assert float(table["reference"]["score"]) == 20 and table["corrupt_json"]["status"] == "error"
+    record = json.loads((root / "grades" / "train_no_zero_grad.json").read_text())
+    assert "zero_grad" in record["cells"]["test_train_epoch_hidden"]["message"]
