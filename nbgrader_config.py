@@ -36,3 +36,12 @@ c.OverwriteCells.add_missing_cells = True
 # place of TrustedChecks), library warnings and progress bars on stderr are dropped first.
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"Warning|\d+it/s|s/it\]"
+
+# The graded training run (autograder/training_run.py): the student's components train ResNet-18 for a fixed budget
+# on a GPU and the grader probes the encoder. The pass mark is not calibrated yet (it must be measured on the
+# grading GPU); until it is, and on machines without CUDA, the cell's points follow the checks of the components.
+c.TrainingRun.preset = "gpu"
+c.TrainingRun.overrides = {"epochs": 5}
+c.TrainingRun.device = "cuda"
+c.TrainingRun.min_probe_accuracy = None
+c.TrainingRun.without_device = "follow_checks"   # or "zero", or "run_anyway"

@@ -27,9 +27,10 @@ from pathlib import Path
 import nbformat
 
 from .grading import answer_cells, grade_notebook_file
-from .registry import CHECKS
+from .registry import CHECKS, GRADE_IDS
 from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
 from .sandbox import Limits
+from .training_run import TrainingRunSettings
 
 ASSIGNMENT, NOTEBOOK = "simclr", "simclr_lab"
 
@@ -91,10 +92,16 @@ def precheck(path: Path) -> str:
     return ""
 
 
-def _grade_one(args: tuple[str, str, Limits]) -> tuple[str, dict, float]:
-    student, path, limits = args
+def _grade_one(args: tuple[str, str, Limits, TrainingRunSettings]) -> tuple[str, dict, float]:
+    student, path, limits, training = args
     start = time.monotonic()
-    return student, grade_notebook_file(Path(path), limits), time.monotonic() - start
+    return student, grade_notebook_file(Path(path), limits, training), time.monotonic() - start
+
+
+def course_config(root: Path):
+    """The course's nbgrader_config.py, as nbgrader reads it."""
+    from traitlets.config.loader import PyFileConfigLoader
+    return PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
 
 
 def _gradebook_rows(db_url: str, rows: dict[str, Row]) -> None:
@@ -133,7 +140,7 @@ def _messages(root: Path, rows: dict[str, Row]) -> None:
 
 def write_outputs(rows: dict[str, Row], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    grade_ids = [check.grade_id for check in CHECKS]
+    grade_ids = list(GRADE_IDS)
     with open(out / "grades.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["student", "status", "score", "max_score", "manual_pending", *grade_ids, "error"])
@@ -179,6 +186,7 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
         print(f"== generating the assignment {ASSIGNMENT} (nbgrader generate_assignment)", flush=True)
         generate_release(ASSIGNMENT, root, extra=[db_option])
 
+    training = TrainingRunSettings.from_config(course_config(root))
     notebooks = collect(submissions.resolve(), root)
     rows = {student: Row(student) for student in notebooks}
     for student, path in notebooks.items():
@@ -193,7 +201,8 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
     start = time.monotonic()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for student, result, seconds in pool.map(_grade_one, [(s, str(notebooks[s]), limits) for s in good]):
+        jobs = [(s, str(notebooks[s]), limits, training) for s in good]
+        for student, result, seconds in pool.map(_grade_one, jobs):
             (checks_dir / f"{student}.json").write_text(json.dumps(result))
             rows[student].seconds = round(seconds, 1)
             print(f"   {student}: {sum(r['passed'] for r in result['results'].values())}/{len(result['results'])} "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import re
@@ -10,11 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
-
-from .registry import CHECKS, COMPONENTS, Check
 from simclr_helpers.checks import StudentCodeError
 
+from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
 from .sandbox import Limits, Sandbox
+from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run
 
 REFERENCE_LOSS = Path(__file__).resolve().parent.parent / "reference" / "loss.py"
 
@@ -89,7 +90,28 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
 
 
-def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits()) -> dict[str, CheckResult]:
+def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
+                        results: dict[str, CheckResult]) -> CheckResult:
+    start = time.monotonic()
+    components_pass = all(results[grade_id].passed for grade_id in RUN_COMPONENT_CELLS)
+    on_gpu = settings.device != "cpu" and device_available(settings.device)
+    run_limits = dataclasses.replace(limits, check_timeout_s=settings.timeout_s,
+                                     memory_mb=0 if on_gpu else limits.memory_mb)
+    with Sandbox(cells, run_limits) as sandbox:
+        try:
+            if device_available(settings.device) or settings.without_device == "run_anyway":
+                sandbox.ensure_started()
+                sandbox.deadline = time.monotonic() + settings.timeout_s
+            passed, message = True, training_run(sandbox, settings, components_pass)
+        except (AssertionError, StudentCodeError) as error:
+            passed, message = False, str(error)
+        except Exception as error:  # noqa: BLE001
+            passed, message = False, f"{type(error).__name__}: {error}"
+    return CheckResult(TRAINING_RUN_ID, passed, message[:2000], round(time.monotonic() - start, 2))
+
+
+def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
+                training: TrainingRunSettings = TrainingRunSettings()) -> dict[str, CheckResult]:
     """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest."""
     by_component = dict(cells)
     results: dict[str, CheckResult] = {}
@@ -99,12 +121,15 @@ def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits()) -> dict
             for check in CHECKS:
                 if check.alone == alone:
                     results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
-    return {check.grade_id: results[check.grade_id] for check in CHECKS}
+    ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
+    ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered)
+    return ordered
 
 
-def grade_notebook_file(path: Path, limits: Limits = Limits()) -> dict:
+def grade_notebook_file(path: Path, limits: Limits = Limits(),
+                        training: TrainingRunSettings = TrainingRunSettings()) -> dict:
     """Grade a notebook file: {"digest", "results": {grade_id: CheckResult as dict}}; raises on unreadable files."""
     nb = nbformat.read(str(path), as_version=4)
     cells = answer_cells(nb)
-    results = grade_cells(cells, limits)
+    results = grade_cells(cells, limits, training)
     return {"digest": digest(cells), "results": {k: asdict(v) for k, v in results.items()}}

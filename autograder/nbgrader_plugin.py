@@ -19,6 +19,7 @@ from traitlets import Float, Int, Unicode
 
 from .grading import answer_cells, digest, grade_cells
 from .sandbox import Limits
+from .training_run import TrainingRunSettings
 
 HIDDEN_NOTE = "# (hidden tests: run by the grader; their result is below)"
 
@@ -45,7 +46,8 @@ class TrustedChecks(NbGraderPreprocessor):
             if saved.get("digest") == digest(cells):
                 return saved["results"]
         self.log.info("Running the checks of %s", student)
-        return {grade_id: vars(result) for grade_id, result in grade_cells(cells, self.limits).items()}
+        training = TrainingRunSettings.from_config(self.config)
+        return {grade_id: vars(result) for grade_id, result in grade_cells(cells, self.limits, training).items()}
 
     def preprocess(self, nb: NotebookNode, resources: ResourcesDict) -> tuple[NotebookNode, ResourcesDict]:
         results = self._results(nb, resources["nbgrader"]["student"])
@@ -62,7 +64,8 @@ class TrustedChecks(NbGraderPreprocessor):
                 cell.outputs = [new_output("error", ename="NotGraded", evalue="no check is registered for this cell",
                                            traceback=["NotGraded: no check is registered for this cell"])]
             elif result["passed"]:
-                cell.outputs = [new_output("stream", name="stdout", text=f"passed ({result['seconds']:.1f} s)\n")]
+                note = "" if result["message"] == "passed" else f": {result['message']}"
+                cell.outputs = [new_output("stream", name="stdout", text=f"passed{note} ({result['seconds']:.1f} s)\n")]
             else:
                 cell.outputs = [new_output("error", ename="CheckFailed", evalue=result["message"],
                                            traceback=[f"CheckFailed: {result['message']}"])]

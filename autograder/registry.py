@@ -41,6 +41,9 @@ CHECKS: tuple[Check, ...] = (
     Check("test_linear_probe_hidden", "linear_probe", hidden.linear_probe),
 )
 BY_GRADE_ID = {check.grade_id: check for check in CHECKS}
+# The training run is graded after the checks above: its points can depend on theirs (see training_run.py).
+TRAINING_RUN_ID = "test_training_run_hidden"
+GRADE_IDS = tuple(BY_GRADE_ID) + (TRAINING_RUN_ID,)
 
 
 def run_in_kernel(grade_id: str, namespace: dict) -> None:
@@ -50,7 +53,20 @@ def run_in_kernel(grade_id: str, namespace: dict) -> None:
     ``nbgrader validate`` on the source show that the solutions pass.
     """
     from simclr_helpers.checks import InKernel, StudentCodeError
+
+    from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, training_run
+    student = InKernel(namespace)
     try:
-        BY_GRADE_ID[grade_id].run(InKernel(namespace))
+        if grade_id == TRAINING_RUN_ID:
+            passing = []
+            for component_cell in RUN_COMPONENT_CELLS:
+                try:
+                    BY_GRADE_ID[component_cell].run(student)
+                    passing.append(True)
+                except (AssertionError, StudentCodeError):
+                    passing.append(False)
+            print(training_run(student, TrainingRunSettings(), all(passing)))
+        else:
+            BY_GRADE_ID[grade_id].run(student)
     except StudentCodeError as error:
         raise AssertionError(str(error)) from None

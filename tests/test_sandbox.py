@@ -1,0 +1,114 @@
+"""The student process: answer cells taken from a notebook, limits, crashes, and the data-only boundary."""
+import time
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from autograder.grading import answer_cells, grade_cells
+from autograder.sandbox import Limits, Sandbox
+from autograder.training_run import TrainingRunSettings
+from simclr_helpers.checks import StudentCodeError
+
+LOSS = "def nt_xent(z_i, z_j, temperature=0.5):\n    return (z_i * z_j).sum() * 0 + 1.0\n"
+FAST = Limits(check_timeout_s=5, startup_timeout_s=20, memory_mb=1024)
+
+
+def _nt_xent(sandbox):
+    return sandbox.run("nt_xent", z_i=torch.ones(2, 3), z_j=torch.ones(2, 3), temperature=0.5)["loss"]
+
+
+def test_answer_cells_by_grade_id_else_by_definition_without_magics():
+    tagged = new_code_cell("def nt_xent(z_i, z_j, t):\n    return 1", metadata={"nbgrader": {"grade_id": "nt_xent"}})
+    untagged = new_code_cell("%matplotlib inline\nclass ProjectionHead:\n    pass")
+    test_cell = new_code_cell("def train_epoch(): pass", metadata={"nbgrader": {"grade": True, "grade_id": "x"}})
+    nb = new_notebook(cells=[new_markdown_cell("# lab"), untagged, tagged, test_cell])
+    cells = answer_cells(nb)
+    assert [label for label, _ in cells] == ["ProjectionHead", "nt_xent"]
+    assert "%matplotlib" not in cells[0][1]
+
+
+def test_ops_return_plain_tensors_from_a_separate_process():
+    with Sandbox([("nt_xent", LOSS)], FAST) as sandbox:
+        loss = _nt_xent(sandbox)
+    assert type(loss) is torch.Tensor and loss.item() == 1.0
+
+
+def test_only_data_crosses_the_boundary():
+    forged = ("import simclr_helpers.checks as checks\n"
+              "class Liar:\n    def __eq__(self, other): return True\n"
+              "checks.OPS['nt_xent'] = lambda ns, **kw: {'loss': Liar()}\n")
+    with Sandbox([("nt_xent", LOSS + forged)], FAST) as sandbox:
+        with pytest.raises(StudentCodeError, match="not plain data|Liar"):
+            _nt_xent(sandbox)
+
+
+def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
+    with Sandbox([("nt_xent", "def nt_xent(*a):\n    while True: pass\n")], FAST) as sandbox:
+        sandbox.ensure_started()
+        start = time.monotonic()
+        sandbox.deadline = start + 2
+        with pytest.raises(StudentCodeError, match="time limit"):
+            _nt_xent(sandbox)
+        assert 1.5 < time.monotonic() - start < 10
+        with pytest.raises(StudentCodeError, match="already used its time"):
+            _nt_xent(sandbox)
+
+
+def test_a_hanging_cell_is_left_out_and_the_others_still_run():
+    cells = [("get_augmentations", "while True:\n    pass\n"), ("nt_xent", LOSS)]
+    with Sandbox(cells, Limits(check_timeout_s=5, startup_timeout_s=3, memory_mb=1024)) as sandbox:
+        assert _nt_xent(sandbox).item() == 1.0
+        assert "time limit" in sandbox.cell_errors["get_augmentations"]
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("import os\n    os._exit(3)", "exited with code 3"),
+    ("import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)", "killed by signal 9"),
+    ("import sys\n    sys.exit(0)", "raised SystemExit"),
+    ("return torch.ones(2**31)", "raised RuntimeError"),
+])
+def test_exits_kills_and_memory_bombs_are_reported_and_the_process_restarts(body, reason):
+    cells = [("nt_xent", f"def nt_xent(*a):\n    {body}\n"), ("train_epoch", "def train_epoch(*a):\n    return 1.0\n")]
+    with Sandbox(cells, FAST) as sandbox:
+        with pytest.raises(StudentCodeError, match=reason):
+            _nt_xent(sandbox)
+        sandbox.deadline = time.monotonic() + 5
+        with pytest.raises(StudentCodeError, match="raised"):
+            _nt_xent(sandbox)
+
+
+def test_the_course_packages_are_not_importable_in_the_student_process():
+    probe = ("def nt_xent(*a):\n    import importlib.util\n"
+             "    found = [m for m in ('reference', 'autograder') if importlib.util.find_spec(m)]\n"
+             "    return torch.tensor(float(len(found)))\n")
+    with Sandbox([("nt_xent", probe)], FAST) as sandbox:
+        assert _nt_xent(sandbox).item() == 0.0
+
+
+def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
+    from corpus import _solutions
+    from autograder.registry import COMPONENTS
+    solutions = _solutions()
+    cells = [(name, solutions[name]) for name in COMPONENTS]
+    tiny = dict(preset="grading", overrides={"epochs": 1, "pretrain_fraction": 0.01}, device="cpu",
+                without_device="run_anyway", timeout_s=300)
+    results = grade_cells(cells, FAST, TrainingRunSettings(**tiny, min_probe_accuracy=0.15))
+    run = results["test_training_run_hidden"]
+    assert run.passed and "linear probe" in run.message, run.message
+    strict = grade_cells(cells, FAST, TrainingRunSettings(**tiny, min_probe_accuracy=0.99))
+    assert not strict["test_training_run_hidden"].passed
+    assert "below the pass mark" in strict["test_training_run_hidden"].message
+
+
+def test_without_the_device_the_run_follows_the_component_checks():
+    from corpus import BROKEN, _solutions
+    from autograder.registry import COMPONENTS
+    settings = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
+    solutions = _solutions()
+    good = grade_cells([(n, solutions[n]) for n in COMPONENTS], FAST, settings)["test_training_run_hidden"]
+    assert good.passed and "not run" in good.message
+    broken = {**solutions, "nt_xent": BROKEN["loss_no_l2"][1]}
+    bad = grade_cells([(n, broken[n]) for n in COMPONENTS], FAST, settings)["test_training_run_hidden"]
+    assert not bad.passed and "not run" in bad.message
