@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,8 +82,10 @@ def precheck(path: Path) -> str:
         names = ", ".join(p.name for p in path.parent.glob("*.ipynb")) or "no notebook"
         return f"no {path.name} in the submission (found: {names}); submit the assignment's notebook under its own name"
     try:
-        nb = nbformat.read(str(path), as_version=4)
-        nbformat.validate(nb)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbformat's notes on old formats (missing cell ids) are not errors
+            nb = nbformat.read(str(path), as_version=4)
+            nbformat.validate(nb)
     except Exception as error:  # noqa: BLE001 - any unreadable file is reported, the batch goes on
         return (f"not a readable notebook ({type(error).__name__}: {str(error)[:200]}); "
                 "the student should re-download it from Jupyter (File > Download) and submit again")

@@ -1,8 +1,8 @@
 """Submissions the grader must score exactly: correct variants, known mistakes, and tampering.
 
 Each one is the released notebook with answer cells filled in (the reference solutions unless replaced) and
-maybe further edits. ``expected`` is the test-cell score out of 20, or "error" for a notebook the grader
-must reject with a per-student error row. Tampering entries combine the attack with a known mistake, so
+maybe further edits. ``expected`` is the test-cell score out of 22, or "error" for a notebook the grader
+must reject with a per-student error row. The training run is graded as on a machine without a GPU. Tampering entries combine the attack with a known mistake, so
 their expected score is what the honest part of their work earns.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Callable
 
 import nbformat
 
+from autograder.training_run import RUN_COMPONENT_CELLS
+
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "simclr" / "simclr_lab.ipynb"
 SOURCE = ROOT / "source" / "simclr" / "simclr_lab.ipynb"
@@ -22,7 +24,8 @@ SOURCE = ROOT / "source" / "simclr" / "simclr_lab.ipynb"
 POINTS = {"test_get_augmentations": 1, "test_get_augmentations_hidden": 2, "test_projection_head": 1,
           "test_projection_head_hidden": 2, "test_nt_xent": 2, "test_nt_xent_formula_hidden": 2,
           "test_nt_xent_properties_hidden": 2, "test_train_epoch": 2, "test_train_epoch_hidden": 2,
-          "test_linear_probe": 2, "test_linear_probe_hidden": 2}
+          "test_linear_probe": 2, "test_linear_probe_hidden": 2, "test_training_run_hidden": 2}
+TOTAL = sum(POINTS.values())
 NT_XENT = ("test_nt_xent", "test_nt_xent_formula_hidden", "test_nt_xent_properties_hidden")
 
 
@@ -36,9 +39,14 @@ class Submission:
     raw: str | None = None                                # the file's text, for unreadable notebooks
     expected_error: bool = False
 
+    def __post_init__(self) -> None:
+        # Without a GPU the training run's points follow the checks of the four components it trains with.
+        if set(self.fails) & set(RUN_COMPONENT_CELLS) and "test_training_run_hidden" not in self.fails:
+            self.fails = (*self.fails, "test_training_run_hidden")
+
     @property
     def expected(self) -> float | str:
-        return "error" if self.expected_error else 20 - sum(POINTS[g] for g in self.fails)
+        return "error" if self.expected_error else TOTAL - sum(POINTS[g] for g in self.fails)
 
 
 def _solutions() -> dict[str, str]:

@@ -178,7 +178,7 @@ def test_source_passes_every_test_without_errors(validated_source):
     print(f"source notebook, grading preset: {seconds:.0f} s")
     assert verdict == {}, f"the source notebook does not validate: {verdict}"
     graded = [c for c in executed.cells if nbgrader_utils.is_grade(c) and c.cell_type == "code"]
-    assert len(graded) == 11 and sum(c.metadata.nbgrader.points for c in graded) == 20
+    assert len(graded) == 12 and sum(c.metadata.nbgrader.points for c in graded) == 22
     for cell in graded:
         assert nbgrader_utils.determine_grade(cell)[0] == cell.metadata.nbgrader.points, cell.metadata.nbgrader.grade_id
 

@@ -13,6 +13,7 @@ from simclr_helpers.checks import StudentCodeError
 
 LOSS = "def nt_xent(z_i, z_j, temperature=0.5):\n    return (z_i * z_j).sum() * 0 + 1.0\n"
 FAST = Limits(check_timeout_s=5, startup_timeout_s=20, memory_mb=1024)
+TRAINING = Limits(check_timeout_s=30, startup_timeout_s=30, memory_mb=4096)
 
 
 def _nt_xent(sandbox):
@@ -70,13 +71,10 @@ def test_a_hanging_cell_is_left_out_and_the_others_still_run():
     ("return torch.ones(2**31)", "raised RuntimeError"),
 ])
 def test_exits_kills_and_memory_bombs_are_reported_and_the_process_restarts(body, reason):
-    cells = [("nt_xent", f"def nt_xent(*a):\n    {body}\n"), ("train_epoch", "def train_epoch(*a):\n    return 1.0\n")]
-    with Sandbox(cells, FAST) as sandbox:
-        with pytest.raises(StudentCodeError, match=reason):
-            _nt_xent(sandbox)
-        sandbox.deadline = time.monotonic() + 5
-        with pytest.raises(StudentCodeError, match="raised"):
-            _nt_xent(sandbox)
+    with Sandbox([("nt_xent", f"def nt_xent(*a):\n    {body}\n")], FAST) as sandbox:
+        for _ in range(2):  # the second call runs in a fresh process and fails the same way
+            with pytest.raises(StudentCodeError, match=reason):
+                _nt_xent(sandbox)
 
 
 def test_the_course_packages_are_not_importable_in_the_student_process():
@@ -94,10 +92,10 @@ def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
     cells = [(name, solutions[name]) for name in COMPONENTS]
     tiny = dict(preset="grading", overrides={"epochs": 1, "pretrain_fraction": 0.01}, device="cpu",
                 without_device="run_anyway", timeout_s=300)
-    results = grade_cells(cells, FAST, TrainingRunSettings(**tiny, min_probe_accuracy=0.15))
+    results = grade_cells(cells, TRAINING, TrainingRunSettings(**tiny, min_probe_accuracy=0.15))
     run = results["test_training_run_hidden"]
     assert run.passed and "linear probe" in run.message, run.message
-    strict = grade_cells(cells, FAST, TrainingRunSettings(**tiny, min_probe_accuracy=0.99))
+    strict = grade_cells(cells, TRAINING, TrainingRunSettings(**tiny, min_probe_accuracy=0.99))
     assert not strict["test_training_run_hidden"].passed
     assert "below the pass mark" in strict["test_training_run_hidden"].message
 
@@ -107,8 +105,8 @@ def test_without_the_device_the_run_follows_the_component_checks():
     from autograder.registry import COMPONENTS
     settings = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
     solutions = _solutions()
-    good = grade_cells([(n, solutions[n]) for n in COMPONENTS], FAST, settings)["test_training_run_hidden"]
+    good = grade_cells([(n, solutions[n]) for n in COMPONENTS], TRAINING, settings)["test_training_run_hidden"]
     assert good.passed and "not run" in good.message
     broken = {**solutions, "nt_xent": BROKEN["loss_no_l2"][1]}
-    bad = grade_cells([(n, broken[n]) for n in COMPONENTS], FAST, settings)["test_training_run_hidden"]
+    bad = grade_cells([(n, broken[n]) for n in COMPONENTS], TRAINING, settings)["test_training_run_hidden"]
     assert not bad.passed and "not run" in bad.message

@@ -217,9 +217,30 @@ def op_linear_probe(ns: Namespace, train: list, test: list, encoder_state: dict,
             "has_grad": [p.grad is not None for p in encoder.parameters()]}
 
 
+def op_training_run(ns: Namespace, preset: dict, data_dir: str, device: str, seed: int) -> dict:
+    """SimCLR with the student's augmentations, head, loss and ``train_epoch`` on the course's encoder.
+
+    ``preset`` holds the fields of a :class:`Preset` (the budget); returns the trained encoder's weights and the
+    epoch losses, so that the checker probes the encoder itself.
+    """
+    from .encoders import build_encoder
+    from .experiments import load_lab_data, pair_loader, pretrain
+    from .runtime import Preset
+    budget = Preset(**preset)
+    seed_all(seed)
+    augment = _call("get_augmentations", _component(ns, "get_augmentations"), normalize=True)
+    data = load_lab_data(budget, seed=seed, root=data_dir)
+    loader = pair_loader(data.pretrain, augment, budget.batch_size, budget.workers, seed)
+    encoder = build_encoder(budget.encoder).to(device)
+    head = _call("ProjectionHead(...)", _component(ns, "ProjectionHead"), encoder.out_dim, 512, 128).to(device)
+    losses = _call("training with train_epoch", pretrain, encoder, head, loader, _component(ns, "train_epoch"),
+                   budget.epochs, budget.lr, budget.temperature, device, False)
+    return {"encoder": plain_state(encoder), "losses": [plain_float(v, "train_epoch's result") for v in losses]}
+
+
 OPS: dict[str, Callable[..., Any]] = {
     "augment": op_augment, "head": op_head, "nt_xent": op_nt_xent, "train_epoch": op_train_epoch,
-    "linear_probe": op_linear_probe,
+    "linear_probe": op_linear_probe, "training_run": op_training_run,
 }
 
 
