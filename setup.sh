@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: make .venv, install the course, unpack CIFAR-10, run the main job.
-#   bash setup.sh                 set up, then a short SimCLR pretraining + linear probe (about 4 min on 2 CPU cores)
+#   bash setup.sh                 set up, then the instructor's loop on example submissions: generate the release,
+#                                 grade three examples, print the grade table (about 1 min on 2 CPU cores)
 #   bash setup.sh --setup-only    set up only (what .ci/run uses)
-#   bash setup.sh --epochs 2 ...  other arguments go to `python -m reference.pretrain` (see --help there)
+#   bash setup.sh --workers 1     other arguments go to `python -m autograder.demo` (see --help there)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -41,6 +42,6 @@ else
 fi
 
 if [ "$run_main_job" = 1 ]; then
-    echo "== main job: python -m reference.pretrain $*"
-    exec .venv/bin/python -m reference.pretrain "$@"
+    echo "== main job: python -m autograder.demo $*"
+    exec .venv/bin/python -m autograder.demo "$@"
 fi

@@ -8,18 +8,17 @@ their expected score is what the honest part of their work earns.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import nbformat
 
+from autograder.examples import filled_release, solutions
 from autograder.training_run import RUN_COMPONENT_CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "simclr" / "simclr_lab.ipynb"
-SOURCE = ROOT / "source" / "simclr" / "simclr_lab.ipynb"
 
 POINTS = {"test_get_augmentations": 1, "test_get_augmentations_hidden": 2, "test_projection_head": 1,
           "test_projection_head_hidden": 2, "test_nt_xent": 2, "test_nt_xent_formula_hidden": 2,
@@ -50,25 +49,14 @@ class Submission:
 
 
 def _solutions() -> dict[str, str]:
-    """The source's solution cells with the solution markers removed: what a correct student writes."""
-    solutions = {}
-    for cell in nbformat.read(str(SOURCE), as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and cell.cell_type == "code":
-            solutions[meta["grade_id"]] = re.sub(r"(?m)^\s*### (BEGIN|END) SOLUTION\n", "", cell.source)
-    return solutions
+    return solutions()
 
 
 def build(submission: Submission) -> str:
     """The submitted file's text."""
     if submission.raw is not None:
         return submission.raw
-    nb = json.loads(RELEASE.read_text())
-    answers = {**_solutions(), **submission.cells}
-    for cell in nb["cells"]:
-        grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
-        if grade_id in answers and cell["cell_type"] == "code":
-            cell["source"] = answers[grade_id]
+    nb = filled_release({**solutions(), **submission.cells})
     if submission.edit:
         submission.edit(nb)
     return json.dumps(nb, indent=1)
