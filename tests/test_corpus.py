@@ -8,7 +8,7 @@ import pytest
 
 from autograder.grade import grade
 from autograder.sandbox import Limits
-from corpus import CORPUS, ROOT, write_corpus
+from corpus import CORPUS, ROOT, TOTAL, write_corpus
 
 # Short limits keep the endless-loop and crash submissions cheap; correct code needs a fraction of them.
 LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048)
@@ -75,6 +75,6 @@ def test_grades_are_exported_as_csv_and_json(graded):
     with open(root / "grades" / "grades.csv") as file:
         table = {row["student"]: row for row in csv.DictReader(file)}
     assert set(table) == {s.name for s in CORPUS}
-    assert float(table["reference"]["score"]) == 20 and table["corrupt_json"]["status"] == "error"
+    assert float(table["reference"]["score"]) == TOTAL and table["corrupt_json"]["status"] == "error"
     record = json.loads((root / "grades" / "train_no_zero_grad.json").read_text())
     assert "zero_grad" in record["cells"]["test_train_epoch_hidden"]["message"]
