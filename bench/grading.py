@@ -1,0 +1,71 @@
+"""Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2``.
+
+For each worker count, grades every submission of ``tests/corpus.py`` with ``autograder.grade`` in a scratch
+course folder and records, in ``bench/records/grading-corpus-w<N>.json``: the wall time of the whole command,
+its parts (checks, nbgrader autograde + feedback), each submission's check time, and the versions.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbgrader
+import torch
+
+from autograder.grade import grade
+from autograder.sandbox import Limits
+
+from .run import RECORDS, environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(workers: int, limits: Limits) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from corpus import CORPUS, write_corpus
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
+        shutil.copy(ROOT / "nbgrader_config.py", root)
+        write_corpus(root / "incoming")
+        log = io.StringIO()
+        start = time.monotonic()
+        with contextlib.redirect_stdout(log):
+            rows = grade(root / "incoming", root=root, workers=workers, limits=limits)
+        total = time.monotonic() - start
+    checks_line = next(line for line in log.getvalue().splitlines() if "checks done in" in line)
+    checks_s = float(checks_line.split("in")[-1].split()[0])
+    per_submission = {name: row.seconds for name, row in rows.items() if row.status == "graded"}
+    ordinary = sorted(v for k, v in per_submission.items() if not k.startswith(("tamper_endless", "tamper_sigkill")))
+    return dict(workers=workers, submissions=len(CORPUS), graded=len(per_submission), total_s=round(total, 1),
+                checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
+                per_submission_check_s=per_submission,
+                median_check_s_excluding_endless_and_kill=ordinary[len(ordinary) // 2],
+                limits=vars(limits) if hasattr(limits, "__dict__") else limits.__repr__(),
+                environment=dict(environment(torch.device("cpu")), nbgrader=nbgrader.__version__))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per check (the corpus test's 15)")
+    args = parser.parse_args(argv)
+    limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048)
+    for workers in args.workers:
+        record = measure(workers, limits)
+        path = RECORDS / f"grading-corpus-w{workers}.json"
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{workers} worker(s): {record['total_s']} s for {record['submissions']} submissions "
+              f"(checks {record['checks_s']} s, nbgrader {record['nbgrader_and_exports_s']} s; median check time "
+              f"{record['median_check_s_excluding_endless_and_kill']} s per submission) -> {path}")
+
+
+if __name__ == "__main__":
+    main()
