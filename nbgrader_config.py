@@ -9,8 +9,8 @@ c.CourseDirectory.release_directory = "release"
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Executing a notebook (validate, autograde): the grading preset's longest cell takes seconds on a CPU,
-# the cpu preset's training cell a few minutes; 10 minutes per cell leaves room for slow machines.
+# Executing a notebook (nbgrader validate; autograde does not execute, see below): the grading preset's longest
+# cell takes seconds on a CPU, the cpu preset's training cell a few minutes; 10 minutes per cell leaves room.
 c.Execute.timeout = 600
 
 # Files that never go to students: caches that running the notebook or its tests leaves beside it.
