@@ -31,7 +31,7 @@ from .grading import answer_cells, grade_notebook_file
 from .registry import CHECKS, GRADE_IDS
 from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
 from .sandbox import Limits
-from .training_run import TrainingRunSettings
+from .training_run import TrainingRunSettings, preflight
 
 ASSIGNMENT, NOTEBOOK = "simclr", "simclr_lab"
 
@@ -190,6 +190,7 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
         generate_release(ASSIGNMENT, root, extra=[db_option])
 
     training = TrainingRunSettings.from_config(course_config(root))
+    preflight(training)
     notebooks = collect(submissions.resolve(), root)
     rows = {student: Row(student) for student in notebooks}
     for student, path in notebooks.items():

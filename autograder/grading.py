@@ -15,7 +15,7 @@ from simclr_helpers.checks import StudentCodeError
 
 from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
 from .sandbox import Limits, Sandbox
-from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run
+from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run, will_run
 
 REFERENCE_LOSS = Path(__file__).resolve().parent.parent / "reference" / "loss.py"
 
@@ -99,7 +99,7 @@ def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: 
                                      memory_mb=0 if on_gpu else limits.memory_mb)
     with Sandbox(cells, run_limits) as sandbox:
         try:
-            if device_available(settings.device) or settings.without_device == "run_anyway":
+            if will_run(settings):
                 sandbox.ensure_started()
                 sandbox.deadline = time.monotonic() + settings.timeout_s
             passed, message = True, training_run(sandbox, settings, components_pass)

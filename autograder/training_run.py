@@ -44,10 +44,22 @@ def device_available(device: str) -> bool:
         device == "mps" and torch.backends.mps.is_available())
 
 
+def will_run(settings: TrainingRunSettings) -> bool:
+    return device_available(settings.device) or settings.without_device == "run_anyway"
+
+
+def preflight(settings: TrainingRunSettings) -> None:
+    """Before grading: the run needs CIFAR-10 on this machine; say so once instead of failing every student."""
+    if will_run(settings) and not (resolve_data_dir() / "train").is_dir():
+        raise SystemExit(f"the training run needs CIFAR-10 and none was found at {resolve_data_dir()}: run "
+                         "`bash setup.sh --setup-only` (it unpacks ../shared/data/cifar10-jpeg.tar.gz) or set "
+                         "CIFAR10_DIR; or set c.TrainingRun.without_device so the run is not needed here")
+
+
 def training_run(student, settings: TrainingRunSettings, components_pass: bool) -> str:
     """Run (or stand in for) the training run; return a line for the feedback, raise AssertionError on failure."""
     follow = "the points follow the checks of get_augmentations, ProjectionHead, nt_xent and train_epoch"
-    if not device_available(settings.device) and settings.without_device != "run_anyway":
+    if not will_run(settings):
         if settings.without_device == "zero":
             raise AssertionError(f"not run: the training run needs a {settings.device} device and this machine has "
                                  "none; the instructor must regrade on one")

@@ -110,3 +110,11 @@ def test_without_the_device_the_run_follows_the_component_checks():
     broken = {**solutions, "nt_xent": BROKEN["loss_no_l2"][1]}
     bad = grade_cells([(n, broken[n]) for n in COMPONENTS], TRAINING, settings)["test_training_run_hidden"]
     assert not bad.passed and "not run" in bad.message
+
+
+def test_a_training_run_without_data_stops_before_grading(monkeypatch, tmp_path):
+    from autograder.training_run import preflight
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit, match="needs CIFAR-10"):
+        preflight(TrainingRunSettings(device="cpu"))
+    preflight(TrainingRunSettings(device="cuda-that-is-not-here"))  # not run here: no data needed
