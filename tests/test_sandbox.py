@@ -37,11 +37,11 @@ def test_ops_return_plain_tensors_from_a_separate_process():
 
 
 def test_only_data_crosses_the_boundary():
-    forged = ("import simclr_helpers.checks as checks\n"
-              "class Liar:\n    def __eq__(self, other): return True\n"
-              "checks.OPS['nt_xent'] = lambda ns, **kw: {'loss': Liar()}\n")
+    # unittest.mock.ANY equals everything and pickles fine: only the weights_only load can stop it.
+    forged = ("import simclr_helpers.checks as checks\nfrom unittest.mock import ANY\n"
+              "checks.OPS['nt_xent'] = lambda ns, **kw: {'loss': ANY}\n")
     with Sandbox([("nt_xent", LOSS + forged)], FAST) as sandbox:
-        with pytest.raises(StudentCodeError, match="not plain data|Liar"):
+        with pytest.raises(StudentCodeError, match="not plain data"):
             _nt_xent(sandbox)
 
 
