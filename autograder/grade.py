@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -107,6 +108,14 @@ def course_config(root: Path):
     return PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
 
 
+def course_limits(config, timeout_s: float | None = None, memory_mb: int | None = None) -> Limits:
+    """The limits of ``c.TrustedChecks`` in the course config (what nbgrader autograde uses), then the overrides."""
+    section = config.get("TrustedChecks", {})
+    limits = Limits(**{f.name: section[f.name] for f in dataclasses.fields(Limits) if f.name in section})
+    overrides = {"check_timeout_s": timeout_s, "startup_timeout_s": timeout_s, "memory_mb": memory_mb}
+    return dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def _gradebook_rows(db_url: str, rows: dict[str, Row]) -> None:
     from nbgrader.api import Gradebook, MissingEntry
     with Gradebook(db_url) as gradebook:
@@ -167,8 +176,10 @@ def print_table(rows: dict[str, Row]) -> None:
 
 
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
-          db_url: str | None = None, limits: Limits = Limits(), regenerate: bool = False) -> dict[str, Row]:
-    """Grade every submission in ``submissions``; return the rows (also written to ``out``)."""
+          db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False) -> dict[str, Row]:
+    """Grade every submission in ``submissions``; return the rows (also written to ``out``).
+
+    ``limits`` default to the course config's ``c.TrustedChecks`` settings."""
     scripts_first_on_path()
     root = root.resolve()
     out = (out or root / "grades").resolve()
@@ -189,7 +200,9 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
         print(f"== generating the assignment {ASSIGNMENT} (nbgrader generate_assignment)", flush=True)
         generate_release(ASSIGNMENT, root, extra=[db_option])
 
-    training = TrainingRunSettings.from_config(course_config(root))
+    config = course_config(root)
+    limits = limits or course_limits(config)
+    training = TrainingRunSettings.from_config(config)
     preflight(training)
     notebooks = collect(submissions.resolve(), root)
     rows = {student: Row(student) for student in notebooks}
@@ -239,11 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="grades folder (default: <root>/grades)")
     parser.add_argument("--workers", type=int, help="parallel submissions (default: CPU count)")
     parser.add_argument("--db", help="gradebook URL (default: sqlite:///<root>/gradebook.db; postgresql://... works)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per check (default 60)")
-    parser.add_argument("--memory-mb", type=int, default=4096, help="memory limit of a student process (default 4096)")
+    parser.add_argument("--timeout", type=float, help="seconds per check (default: c.TrustedChecks in the config)")
+    parser.add_argument("--memory-mb", type=int, help="memory limit of a student process (default: the config's)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the assignment even if the gradebook has it")
     args = parser.parse_args(argv)
-    limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=args.timeout, memory_mb=args.memory_mb)
+    limits = course_limits(course_config(args.root), args.timeout, args.memory_mb)
     start = time.monotonic()
     rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
                  args.regenerate)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -97,9 +98,10 @@ def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: 
     on_gpu = settings.device != "cpu" and device_available(settings.device)
     run_limits = dataclasses.replace(limits, check_timeout_s=settings.timeout_s,
                                      memory_mb=0 if on_gpu else limits.memory_mb)
-    with Sandbox(cells, run_limits) as sandbox:
+    with contextlib.ExitStack() as stack:
+        sandbox = stack.enter_context(Sandbox(cells, run_limits)) if will_run(settings) else None
         try:
-            if will_run(settings):
+            if sandbox is not None:
                 sandbox.ensure_started()
                 sandbox.deadline = time.monotonic() + settings.timeout_s
             passed, message = True, training_run(sandbox, settings, components_pass)

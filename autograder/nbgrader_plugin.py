@@ -27,10 +27,12 @@ HIDDEN_NOTE = "# (hidden tests: run by the grader; their result is below)"
 class TrustedChecks(NbGraderPreprocessor):
     """Grade every test cell with the registered checks, run on the answer cells in a separate process."""
 
-    check_timeout_s = Float(60.0, help="Wall-clock limit of one check, in seconds").tag(config=True)
-    startup_timeout_s = Float(60.0, help="Limit for defining the answer cells, in seconds").tag(config=True)
-    memory_mb = Int(4096, help="Memory (data segment) limit of the student process, in MiB; 0: none").tag(config=True)
-    threads = Int(1, help="CPU threads of the student process").tag(config=True)
+    check_timeout_s = Float(Limits.check_timeout_s, help="Wall-clock limit of one check, in seconds").tag(config=True)
+    startup_timeout_s = Float(Limits.startup_timeout_s, help="Limit for defining the answer cells, in seconds").tag(
+        config=True)
+    memory_mb = Int(Limits.memory_mb, help="Memory (data segment) limit of the student process, in MiB; 0: none").tag(
+        config=True)
+    threads = Int(Limits.threads, help="CPU threads of the student process").tag(config=True)
     results_directory = Unicode(
         "", help="Folder of <student>.json results computed ahead by `python -m autograder grade`").tag(config=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -48,7 +49,7 @@ def measure(workers: int, limits: Limits) -> dict:
                 checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
                 per_submission_check_s=per_submission,
                 median_check_s_excluding_endless_and_kill=ordinary[len(ordinary) // 2],
-                limits=vars(limits) if hasattr(limits, "__dict__") else limits.__repr__(),
+                limits=dataclasses.asdict(limits),
                 environment=dict(environment(torch.device("cpu")), nbgrader=nbgrader.__version__))
 
 

@@ -48,10 +48,6 @@ class Submission:
         return "error" if self.expected_error else TOTAL - sum(POINTS[g] for g in self.fails)
 
 
-def _solutions() -> dict[str, str]:
-    return solutions()
-
-
 def build(submission: Submission) -> str:
     """The submitted file's text."""
     if submission.raw is not None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from autograder import examples
 from autograder.grading import answer_cells, grade_cells
 from autograder.sandbox import Limits, Sandbox
 from autograder.training_run import TrainingRunSettings
@@ -86,9 +87,8 @@ def test_the_course_packages_are_not_importable_in_the_student_process():
 
 
 def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
-    from corpus import _solutions
     from autograder.registry import COMPONENTS
-    solutions = _solutions()
+    solutions = examples.solutions()
     cells = [(name, solutions[name]) for name in COMPONENTS]
     tiny = dict(preset="grading", overrides={"epochs": 1, "pretrain_fraction": 0.01}, device="cpu",
                 without_device="run_anyway", timeout_s=300)
@@ -101,10 +101,10 @@ def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
 
 
 def test_without_the_device_the_run_follows_the_component_checks():
-    from corpus import BROKEN, _solutions
+    from corpus import BROKEN
     from autograder.registry import COMPONENTS
     settings = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
-    solutions = _solutions()
+    solutions = examples.solutions()
     good = grade_cells([(n, solutions[n]) for n in COMPONENTS], TRAINING, settings)["test_training_run_hidden"]
     assert good.passed and "not run" in good.message
     broken = {**solutions, "nt_xent": BROKEN["loss_no_l2"][1]}
