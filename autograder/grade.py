@@ -4,7 +4,10 @@ SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, d
 ``submitted/``) or a plain folder of ``.ipynb`` files (the student id is the file name). The command
 1. generates the assignment with nbgrader if the gradebook does not know it yet,
 2. reads every notebook; a corrupt or foreign one gets an error row and is left out,
-3. runs the checks of every submission in parallel workers, each on a separate student process,
+3. runs the checks of every submission in parallel workers, each on student processes in the grading
+   sandbox (``isolation.py``; the command refuses to grade where none can be made, unless
+   ``--unsafe-no-sandbox``), with the grader's own code read once and checked unchanged before any grade is
+   written (``integrity.py``),
 4. runs ``nbgrader autograde --force`` (scores into the gradebook; see ``nbgrader_plugin``) and
    ``nbgrader generate_feedback --force`` (HTML without hidden tests),
 5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
@@ -28,10 +31,12 @@ from pathlib import Path
 
 import nbformat
 
+from . import isolation
 from .grading import answer_cells, grade_notebook_file
+from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
 from .registry import CHECKS, GRADE_IDS
 from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
-from .sandbox import Limits
+from .sandbox import GraderError, Limits
 from .training_run import TrainingRunSettings, preflight
 
 ASSIGNMENT, NOTEBOOK = "simclr", "simclr_lab"
@@ -49,6 +54,7 @@ class Row:
     cells: dict = field(default_factory=dict)
     seconds: float = 0.0
     feedback: str = ""
+    sandbox: str = ""
 
 
 def _student_id(name: str) -> str:
@@ -96,10 +102,25 @@ def precheck(path: Path) -> str:
     return ""
 
 
-def _grade_one(args: tuple[str, str, Limits, TrainingRunSettings]) -> tuple[str, dict, float]:
-    student, path, limits, training = args
+def _grade_one(args: tuple[str, str, Limits, TrainingRunSettings, CodeSnapshot]) -> tuple[str, dict | str, float]:
+    """One submission's check results, or the reason it could not be graded (not the student's fault)."""
+    student, path, limits, training, code = args
     start = time.monotonic()
-    return student, grade_notebook_file(Path(path), limits, training), time.monotonic() - start
+    try:
+        result = grade_notebook_file(Path(path), limits, training, code)
+    except (GraderError, GraderTampered, isolation.SandboxUnavailable) as error:
+        result = f"not graded: {error}"
+    return student, result, time.monotonic() - start
+
+
+def _report_code_changes(code: CodeSnapshot, record: Path) -> None:
+    """Say which of the grader's files changed since the last batch graded into this folder, then record these."""
+    if record.is_file():
+        before = json.loads(record.read_text()).get("files", {})
+        changed = sorted(n for n in before.keys() | code.hashes().keys() if before.get(n) != code.hashes().get(n))
+        if changed:
+            print(f"   note: the grader's code changed since the last batch: {', '.join(changed)}", flush=True)
+    record.write_text(json.dumps({"digest": code.digest(), "files": code.hashes()}, indent=1) + "\n")
 
 
 def course_config(root: Path):
@@ -108,11 +129,13 @@ def course_config(root: Path):
     return PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
 
 
-def course_limits(config, timeout_s: float | None = None, memory_mb: int | None = None) -> Limits:
+def course_limits(config, timeout_s: float | None = None, memory_mb: int | None = None,
+                  sandbox: str | None = None) -> Limits:
     """The limits of ``c.TrustedChecks`` in the course config (what nbgrader autograde uses), then the overrides."""
     section = config.get("TrustedChecks", {})
     limits = Limits(**{f.name: section[f.name] for f in dataclasses.fields(Limits) if f.name in section})
-    overrides = {"check_timeout_s": timeout_s, "startup_timeout_s": timeout_s, "memory_mb": memory_mb}
+    overrides = {"check_timeout_s": timeout_s, "startup_timeout_s": timeout_s, "memory_mb": memory_mb,
+                 "sandbox": sandbox}
     return dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -202,10 +225,16 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
 
     config = course_config(root)
     limits = limits or course_limits(config)
+    try:
+        isolation.require(limits.sandbox)
+    except isolation.SandboxUnavailable as error:
+        raise SystemExit(f"not grading: {error}") from None
     training = TrainingRunSettings.from_config(config)
     preflight(training)
+    code = CodeSnapshot.read()
     notebooks = collect(submissions.resolve(), root)
-    rows = {student: Row(student) for student in notebooks}
+    sandbox = "bwrap" if limits.sandbox == "bwrap" else f"{limits.sandbox} (UNSAFE: {isolation.UNSAFE_WARNING})"
+    rows = {student: Row(student, sandbox=sandbox) for student in notebooks}
     for student, path in notebooks.items():
         problem = precheck(path)
         if problem:
@@ -215,22 +244,32 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
     print(f"== checking {len(good)} submissions with {workers} workers ({len(rows) - len(good)} unreadable)", flush=True)
     checks_dir = out / "checks"
     checks_dir.mkdir(parents=True, exist_ok=True)
+    _report_code_changes(code, out / "grader-code.json")
     start = time.monotonic()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        jobs = [(s, str(notebooks[s]), limits, training) for s in good]
+        jobs = [(s, str(notebooks[s]), limits, training, code) for s in good]
         for student, result, seconds in pool.map(_grade_one, jobs):
-            (checks_dir / f"{student}.json").write_text(json.dumps(result))
             rows[student].seconds = round(seconds, 1)
+            if isinstance(result, str):
+                rows[student].status, rows[student].error = "error", result
+                print(f"   {student}: {result}", flush=True)
+                continue
+            (checks_dir / f"{student}.json").write_text(json.dumps(result))
             print(f"   {student}: {sum(r['passed'] for r in result['results'].values())}/{len(result['results'])} "
                   f"checks passed ({seconds:.1f} s)", flush=True)
     print(f"   checks done in {time.monotonic() - start:.1f} s", flush=True)
+    try:
+        verify_unchanged(code)
+    except GraderTampered as error:
+        raise SystemExit(f"not grading: {error}") from None
+    good = [s for s in notebooks if rows[s].status == "graded"]
 
     bad = [s for s in notebooks if rows[s].status != "graded"]
     common = [db_option, f"--TrustedChecks.results_directory={checks_dir}",
               f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
               f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
-              f"--TrustedChecks.memory_mb={limits.memory_mb}"]
+              f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
     if bad:
         common.append(f"--CourseDirectory.student_id_exclude={','.join(bad)}")
     if good:
@@ -255,8 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, help="seconds per check (default: c.TrustedChecks in the config)")
     parser.add_argument("--memory-mb", type=int, help="memory limit of a student process (default: the config's)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the assignment even if the gradebook has it")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run student code without the grading sandbox (trusted code only; warns on every run)")
     args = parser.parse_args(argv)
-    limits = course_limits(course_config(args.root), args.timeout, args.memory_mb)
+    limits = course_limits(course_config(args.root), args.timeout, args.memory_mb,
+                           "none" if args.unsafe_no_sandbox else None)
     start = time.monotonic()
     rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
                  args.regenerate)

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nbformat
+from simclr_helpers import resolve_data_dir
 from simclr_helpers.checks import StudentCodeError
 
+from .integrity import CodeSnapshot
 from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
-from .sandbox import Limits, Sandbox
+from .sandbox import GraderError, Limits, Sandbox
 from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run, will_run
 
 REFERENCE_LOSS = Path(__file__).resolve().parent.parent / "reference" / "loss.py"
@@ -84,6 +86,8 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
         passed, message = True, "passed"
     except (AssertionError, StudentCodeError) as error:
         passed, message = False, str(error) or "a check failed"
+    except GraderError:
+        raise
     except Exception as error:  # noqa: BLE001 - whatever the student's code provoked, this check fails, the rest go on
         passed, message = False, f"{type(error).__name__}: {error}"
     if check.component in sandbox.cell_errors and not passed:
@@ -92,14 +96,17 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
 
 
 def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
-                        results: dict[str, CheckResult]) -> CheckResult:
+                        results: dict[str, CheckResult], code: CodeSnapshot | None) -> CheckResult:
     start = time.monotonic()
     components_pass = all(results[grade_id].passed for grade_id in RUN_COMPONENT_CELLS)
     on_gpu = settings.device != "cpu" and device_available(settings.device)
     run_limits = dataclasses.replace(limits, check_timeout_s=settings.timeout_s,
+                                     cpu_s=max(limits.cpu_s, int(2 * settings.timeout_s)),
                                      memory_mb=0 if on_gpu else limits.memory_mb)
+    data_dirs = (str(resolve_data_dir().absolute()),)
     with contextlib.ExitStack() as stack:
-        sandbox = stack.enter_context(Sandbox(cells, run_limits)) if will_run(settings) else None
+        sandbox = stack.enter_context(Sandbox(cells, run_limits, code=code, data_dirs=data_dirs, gpu=on_gpu)) \
+            if will_run(settings) else None
         try:
             if sandbox is not None:
                 sandbox.ensure_started()
@@ -107,31 +114,38 @@ def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: 
             passed, message = True, training_run(sandbox, settings, components_pass)
         except (AssertionError, StudentCodeError) as error:
             passed, message = False, str(error)
+        except GraderError:
+            raise
         except Exception as error:  # noqa: BLE001
             passed, message = False, f"{type(error).__name__}: {error}"
     return CheckResult(TRAINING_RUN_ID, passed, message[:2000], round(time.monotonic() - start, 2))
 
 
 def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
-                training: TrainingRunSettings = TrainingRunSettings()) -> dict[str, CheckResult]:
-    """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest."""
+                training: TrainingRunSettings = TrainingRunSettings(),
+                code: CodeSnapshot | None = None) -> dict[str, CheckResult]:
+    """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest.
+
+    ``code``: the grader's files as read at the start of the batch (default: this process's first read).
+    Raises ``GraderError`` when the student process cannot be started for a reason that is not the student's."""
     by_component = dict(cells)
     results: dict[str, CheckResult] = {}
     for alone in (False, True):
         inject = REFERENCE_LOSS.read_text() if alone else None
-        with Sandbox(cells, limits, inject=inject) as sandbox:
+        with Sandbox(cells, limits, inject=inject, code=code) as sandbox:
             for check in CHECKS:
                 if check.alone == alone:
                     results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
     ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
-    ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered)
+    ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered, code)
     return ordered
 
 
 def grade_notebook_file(path: Path, limits: Limits = Limits(),
-                        training: TrainingRunSettings = TrainingRunSettings()) -> dict:
+                        training: TrainingRunSettings = TrainingRunSettings(),
+                        code: CodeSnapshot | None = None) -> dict:
     """Grade a notebook file: {"digest", "results": {grade_id: CheckResult as dict}}; raises on unreadable files."""
     nb = nbformat.read(str(path), as_version=4)
     cells = answer_cells(nb)
-    results = grade_cells(cells, limits, training)
+    results = grade_cells(cells, limits, training, code)
     return {"digest": digest(cells), "results": {k: asdict(v) for k, v in results.items()}}

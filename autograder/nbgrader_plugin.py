@@ -15,8 +15,9 @@ from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
-from traitlets import Float, Int, Unicode
+from traitlets import Enum, Float, Int, Unicode
 
+from . import isolation
 from .grading import answer_cells, digest, grade_cells
 from .sandbox import Limits
 from .training_run import TrainingRunSettings
@@ -30,15 +31,22 @@ class TrustedChecks(NbGraderPreprocessor):
     check_timeout_s = Float(Limits.check_timeout_s, help="Wall-clock limit of one check, in seconds").tag(config=True)
     startup_timeout_s = Float(Limits.startup_timeout_s, help="Limit for defining the answer cells, in seconds").tag(
         config=True)
+    boot_timeout_s = Float(Limits.boot_timeout_s, help="Limit for the student process's own start-up (importing "
+                           "torch, before any student code), in seconds; not part of the student's time").tag(config=True)
     memory_mb = Int(Limits.memory_mb, help="Memory (data segment) limit of the student process, in MiB; 0: none").tag(
         config=True)
+    cpu_s = Int(Limits.cpu_s, help="CPU-time limit of one student process, in seconds (a backstop)").tag(config=True)
     threads = Int(Limits.threads, help="CPU threads of the student process").tag(config=True)
+    sandbox = Enum(list(isolation.MODES), Limits.sandbox, help="'bwrap': student code runs in the grading sandbox "
+                   "(Linux namespaces); 'none': no isolation, for trusted code only (warns on every run)").tag(config=True)
     results_directory = Unicode(
         "", help="Folder of <student>.json results computed ahead by `python -m autograder grade`").tag(config=True)
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.check_timeout_s, self.startup_timeout_s, self.memory_mb, self.threads)
+        return Limits(check_timeout_s=self.check_timeout_s, startup_timeout_s=self.startup_timeout_s,
+                      boot_timeout_s=self.boot_timeout_s, memory_mb=self.memory_mb, cpu_s=self.cpu_s,
+                      threads=self.threads, sandbox=self.sandbox)
 
     def _results(self, nb: NotebookNode, student: str) -> dict:
         cells = answer_cells(nb)
@@ -48,6 +56,7 @@ class TrustedChecks(NbGraderPreprocessor):
             if saved.get("digest") == digest(cells):
                 return saved["results"]
         self.log.info("Running the checks of %s", student)
+        isolation.require(self.sandbox)  # raises SandboxUnavailable: nbgrader reports it for this submission
         training = TrainingRunSettings.from_config(self.config)
         return {grade_id: vars(result) for grade_id, result in grade_cells(cells, self.limits, training).items()}
 

@@ -15,21 +15,32 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import simclr_helpers
 import torch
 from simclr_helpers.checks import StudentCodeError
+
+from . import isolation
+from .integrity import CodeSnapshot, grader_code
 
 WORKER = Path(__file__).with_name("worker.py")
 MAX_MESSAGE = 256 * 2**20
 
 
+class GraderError(RuntimeError):
+    """Grading could not happen for a reason that is not the student's (an overloaded machine, no sandbox)."""
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-check wall-clock limit, memory (data segment) limit, and threads of the student process."""
+    """How a student process runs: ``sandbox`` ("bwrap", or "none" for trusted code only), the wall-clock limit
+    of one check and of defining the answer cells, the interpreter's own start-up limit (not the student's
+    time), the memory (data segment) and CPU-time limits, and its threads."""
     check_timeout_s: float = 60.0
     startup_timeout_s: float = 60.0
+    boot_timeout_s: float = 300.0
     memory_mb: int = 4096
+    cpu_s: int = 3600
     threads: int = 1
+    sandbox: str = "bwrap"
 
 
 class Sandbox:
@@ -43,15 +54,16 @@ class Sandbox:
     gets ``check_timeout_s`` of its own.
     """
 
-    def __init__(self, cells: list[tuple[str, str]], limits: Limits, inject: str | None = None):
+    def __init__(self, cells: list[tuple[str, str]], limits: Limits, inject: str | None = None,
+                 code: CodeSnapshot | None = None, data_dirs: tuple[str, ...] = (), gpu: bool = False):
         self.cells, self.limits, self.inject = list(cells), limits, inject
+        self.data_dirs, self.gpu = data_dirs, gpu
         self.cell_errors: dict[str, str] = {}
         self.deadline: float | None = None
         self._process: subprocess.Popen | None = None
         self._folder = Path(tempfile.mkdtemp(prefix="simclr-sandbox-"))
-        shutil.copy(WORKER, self._folder / "worker.py")
-        shutil.copytree(Path(simclr_helpers.__file__).parent, self._folder / "simclr_helpers",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        self._code = self._folder / "code"
+        (code or grader_code()).write_student_code(self._code)
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -65,17 +77,26 @@ class Sandbox:
 
     # --- process lifecycle -----------------------------------------------------------------------------
 
+    def _command(self, to_child_r: int, from_child_w: int) -> tuple[list[str], Path, str]:
+        """The student process's command line, its working folder on this side, and its $HOME."""
+        sandboxed = self.limits.sandbox != "none"
+        code = Path(isolation.CODE_DIR) if sandboxed else self._code
+        argv = [sys.executable, "-S", str(code / "worker.py"), str(to_child_r), str(from_child_w),
+                str(self.limits.memory_mb), str(self.limits.cpu_s), str(self.limits.threads), *site.getsitepackages()]
+        if not sandboxed:
+            return argv, self._code, str(self._code)
+        return isolation.bwrap_command(self._code, argv, self.data_dirs, self.gpu), self._folder, "/tmp/home"
+
     def _spawn(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self._folder), "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": str(self.limits.threads), "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"}
+        command, cwd, home = self._command(to_child_r, from_child_w)
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": "/tmp" if home == "/tmp/home" else home,
+               "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(self.limits.threads), "MPLBACKEND": "Agg",
+               "PYTHONDONTWRITEBYTECODE": "1"}
         log = open(self._folder / "output.log", "ab")
-        self._process = subprocess.Popen(
-            [sys.executable, "-S", "worker.py", str(to_child_r), str(from_child_w), str(self.limits.memory_mb),
-             str(self.limits.threads), *site.getsitepackages()],
-            cwd=self._folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            pass_fds=(to_child_r, from_child_w), start_new_session=True)
+        self._process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, pass_fds=(to_child_r, from_child_w), start_new_session=True)
         log.close()
         os.close(to_child_r)
         os.close(from_child_w)
@@ -94,10 +115,22 @@ class Sandbox:
         self._from_child.close()
         self._process = None
 
+    def _boot(self) -> None:
+        """Wait for the interpreter to start (torch imported, no student code yet): its own limit, not the student's."""
+        deadline = time.monotonic() + self.limits.boot_timeout_s
+        try:
+            self._receive(deadline, "starting Python and importing torch", self.limits.boot_timeout_s)
+        except StudentCodeError as error:
+            log = (self._folder / "output.log").read_text(errors="replace")[-500:]
+            raise GraderError(f"the grader's student process did not start: {error}. No student code had run: the "
+                              f"machine is overloaded or the installation is broken; grade again (fewer --workers). "
+                              f"Its output: {log!r}") from None
+
     def _start(self) -> None:
         """Start the child and define the cells; leave out any cell that hangs or kills the process."""
         while True:
             self._spawn()
+            self._boot()
             self._send({"cells": self.cells, "inject": self.inject})
             deadline = time.monotonic() + self.limits.startup_timeout_s
             running = None
@@ -138,6 +171,8 @@ class Sandbox:
         except (EOFError, OSError):
             code = self._process.wait() if self._process else None
             self._kill()
+            if code is not None and code > 128 and self.limits.sandbox != "none":
+                code = 128 - code  # bwrap exits with 128 + the signal that killed its child
             reason = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
             raise StudentCodeError(f"the process running your code {reason} while {doing} "
                                    "(sys.exit, os._exit, a crash, or the memory limit)") from None

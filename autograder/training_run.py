@@ -67,7 +67,7 @@ def training_run(student, settings: TrainingRunSettings, components_pass: bool) 
         return f"not run (no {settings.device} device here); {follow}: they pass"
     device = settings.device if device_available(settings.device) else "cpu"
     budget = settings.budget()
-    result = student.run("training_run", preset=budget, data_dir=str(resolve_data_dir()), device=device,
+    result = student.run("training_run", preset=budget, data_dir=str(resolve_data_dir().absolute()), device=device,
                          seed=settings.seed)
     encoder = build_encoder(budget["encoder"])
     encoder.load_state_dict(result["encoder"])

@@ -1,7 +1,8 @@
 """The process that runs a submission's code: copied into a scratch folder and started by ``sandbox.Sandbox``.
 
-It runs with ``python -S`` (no site hooks, so none of the course's own packages is importable), defines the
-student's answer cells in one namespace, then answers requests ``{"op", "kwargs"}`` with
+It runs with ``python -S`` (no site hooks, so none of the course's own packages is importable), normally inside
+the grading sandbox (``isolation.py``). Once torch is imported it says ``{"booted": True}`` (the grader times
+that start-up apart from the student's limits), defines the student's answer cells in one namespace, then answers requests ``{"op", "kwargs"}`` with
 ``{"ok", "result"}`` or ``{"ok": False, "error"}``. Requests and replies are ``torch.save`` bytes read back
 with ``weights_only=True`` on the other side: only tensors, numbers, strings and containers of them cross.
 """
@@ -24,14 +25,15 @@ import simclr_helpers as lab
 
 
 def main() -> None:
-    read_fd, write_fd, memory_mb, threads = (int(v) for v in sys.argv[1:5])
-    sys.path[:0] = [os.getcwd()] + sys.argv[5:]
-    if memory_mb > 0:
-        limit = memory_mb * 2**20
-        try:
-            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-        except (ValueError, OSError) as error:  # a system that will not lower the limit: grade without it
-            print(f"memory limit not set: {error}", file=sys.stderr)
+    read_fd, write_fd, memory_mb, cpu_s, threads = (int(v) for v in sys.argv[1:6])
+    sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))] + sys.argv[6:]
+    limits = [(resource.RLIMIT_DATA, memory_mb * 2**20), (resource.RLIMIT_CPU, cpu_s)]
+    for kind, limit in limits:
+        if limit > 0:
+            try:
+                resource.setrlimit(kind, (limit, limit))
+            except (ValueError, OSError) as error:  # a system that will not lower the limit: grade without it
+                print(f"limit {kind} not set: {error}", file=sys.stderr)
     from multiprocessing.connection import Connection
     import torch
     torch.set_num_threads(threads)
@@ -45,10 +47,11 @@ def main() -> None:
     def receive() -> dict:
         return torch.load(io.BytesIO(inbox.recv_bytes()), weights_only=True)
 
-    setup = receive()
     namespace: dict = {"__name__": "__main__"}
     exec(PREAMBLE, namespace)
     from simclr_helpers.checks import OPS, StudentCodeError
+    send({"booted": True})
+    setup = receive()
     cell_errors = {}
     for label, source in setup["cells"]:
         send({"running": label})

@@ -1,17 +1,26 @@
 """The student process: answer cells taken from a notebook, limits, crashes, and the data-only boundary."""
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import tempfile
 import time
+from pathlib import Path
 
+import attacks
 import nbformat
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder import examples
+from autograder import examples, isolation
 from autograder.grading import answer_cells, grade_cells
-from autograder.sandbox import Limits, Sandbox
+from autograder.sandbox import GraderError, Limits, Sandbox
 from autograder.training_run import TrainingRunSettings
 from simclr_helpers.checks import StudentCodeError
 
+ROOT = Path(__file__).resolve().parent.parent
 LOSS = "def nt_xent(z_i, z_j, temperature=0.5):\n    return (z_i * z_j).sum() * 0 + 1.0\n"
 FAST = Limits(check_timeout_s=5, startup_timeout_s=20, memory_mb=1024)
 TRAINING = Limits(check_timeout_s=30, startup_timeout_s=30, memory_mb=4096)
@@ -60,7 +69,7 @@ def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
 
 def test_a_hanging_cell_is_left_out_and_the_others_still_run():
     cells = [("get_augmentations", "while True:\n    pass\n"), ("nt_xent", LOSS)]
-    with Sandbox(cells, Limits(check_timeout_s=5, startup_timeout_s=3, memory_mb=1024)) as sandbox:
+    with Sandbox(cells, dataclasses.replace(FAST, startup_timeout_s=3)) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         assert "time limit" in sandbox.cell_errors["get_augmentations"]
 
@@ -118,3 +127,73 @@ def test_a_training_run_without_data_stops_before_grading(monkeypatch, tmp_path)
     with pytest.raises(SystemExit, match="needs CIFAR-10"):
         preflight(TrainingRunSettings(device="cpu"))
     preflight(TrainingRunSettings(device="cuda-that-is-not-here"))  # not run here: no data needed
+
+
+# --- the grading sandbox: each test fails when isolation is off (SANDBOX_UNDER_TEST=none) -------------------
+
+ISOLATED = dataclasses.replace(FAST, sandbox=attacks.sandbox_mode())
+
+
+def _within(seconds: float, condition) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+def test_a_daemon_that_double_forks_and_setsids_dies_with_the_student_process():
+    cells = [("get_augmentations", attacks.DAEMON), ("nt_xent", LOSS)]
+    try:
+        with Sandbox(cells, ISOLATED) as sandbox:
+            assert _nt_xent(sandbox).item() == 1.0
+            assert _within(10, lambda: attacks.processes_with(attacks.DAEMON_TOKEN)), "the daemon never started"
+        assert _within(5, lambda: not attacks.processes_with(attacks.DAEMON_TOKEN)), "the daemon outlived grading"
+    finally:
+        for pid in attacks.processes_with(attacks.DAEMON_TOKEN):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_search_of_the_whole_disk_finds_no_part_of_the_course():
+    with Sandbox([("nt_xent", attacks.SEARCH_DISK)], dataclasses.replace(ISOLATED, check_timeout_s=60)) as sandbox:
+        assert _nt_xent(sandbox).item() == 0.0
+
+
+def test_no_network_reaches_a_listener_of_the_grading_machine():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with Sandbox([("nt_xent", attacks.connect_to(port))], ISOLATED) as sandbox:
+            assert _nt_xent(sandbox).item() == 0.0
+
+
+def test_writing_outside_the_private_scratch_folder_fails(tmp_path):
+    host_tmp = tempfile.mkdtemp(prefix="simclr-attack-")
+    targets = [str(ROOT / "autograder" / "planted.py"), str(tmp_path / "planted"), f"{host_tmp}/planted",
+               "/sandbox/planted", "/sandbox/simclr_helpers/checks.py", "/planted"]
+    scratch = [f"{tempfile.gettempdir()}/scratch-only"]
+    try:
+        with Sandbox([("nt_xent", attacks.write_to(targets))], ISOLATED) as sandbox:
+            assert _nt_xent(sandbox).item() == 0.0
+        with Sandbox([("nt_xent", attacks.write_to(scratch))], ISOLATED) as sandbox:
+            assert _nt_xent(sandbox).item() == 1.0  # its own /tmp works, and is not this machine's
+    finally:
+        (ROOT / "autograder" / "planted.py").unlink(missing_ok=True)
+        shutil.rmtree(host_tmp, ignore_errors=True)
+    assert not any(Path(p).exists() for p in targets[:3])
+
+
+def test_the_interpreter_start_up_is_not_part_of_the_students_time_limit():
+    # A start-up limit far below the time torch takes to import: only the cell definitions count against it.
+    with Sandbox([("nt_xent", LOSS)], dataclasses.replace(ISOLATED, startup_timeout_s=0.5)) as sandbox:
+        assert _nt_xent(sandbox).item() == 1.0
+
+
+def test_a_start_up_that_fails_is_the_graders_problem_not_the_students():
+    with Sandbox([("nt_xent", LOSS)], dataclasses.replace(ISOLATED, boot_timeout_s=0.01)) as sandbox:
+        with pytest.raises(GraderError, match="No student code had run"):
+            _nt_xent(sandbox)
+
+
+def test_grading_refuses_where_no_sandbox_can_be_made(monkeypatch):
+    monkeypatch.setattr(isolation, "_probe", lambda: "No permissions to create a new namespace")
+    with pytest.raises(isolation.SandboxUnavailable, match="user namespaces.*--unsafe-no-sandbox"):
+        isolation.require("bwrap")
