@@ -137,3 +137,21 @@ def processes_with(token: str) -> list[int]:
 def sandbox_mode() -> str:
     """The sandbox the attack tests grade with: SANDBOX_UNDER_TEST=none shows each of them failing."""
     return os.environ.get("SANDBOX_UNDER_TEST", "bwrap")
+
+
+COURSE_FILES = ("autograder", "reference", "source", "release", "tests", "bench", "nbgrader_config.py",
+                "pyproject.toml", "README.md", "setup.sh")
+CACHES = {"__pycache__", ".hypothesis", ".ipynb_checkpoints", ".pytest_cache"}
+
+
+def tree_digest(root: Path, names: tuple[str, ...] = COURSE_FILES) -> dict[str, str]:
+    """sha256 of every file of the course under ``root`` (caches left out): what an attack would change."""
+    import hashlib
+    digests = {}
+    for name in names:
+        top = root / name
+        paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
+        for path in paths:
+            if not CACHES & set(path.relative_to(root).parts):
+                digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests

@@ -14,6 +14,7 @@ from typing import Callable
 
 import nbformat
 
+from attacks import DAEMON, REWRITE_GRADER
 from autograder.examples import ZERO_GRAD_MISSING, filled_release, solutions
 from autograder.training_run import RUN_COMPONENT_CELLS
 
@@ -421,6 +422,11 @@ CORPUS: list[Submission] = [
     Submission("tamper_hard_coded", "nt_xent returns the visible tests' answers", NT_XENT, cells={"nt_xent": HARD_CODED}),
     Submission("tamper_reads_disk", "looks for the source notebook to copy its solution; one direction", NT_XENT,
                cells={"nt_xent": READS_DISK}),
+    Submission("tamper_rewrites_grader", "searches the disk, rewrites the grader's plugin and helpers and other "
+               "students' notebooks; one direction", NT_XENT,
+               cells={"nt_xent": REWRITE_GRADER + BROKEN["loss_one_direction"][1]}),
+    Submission("tamper_daemon", "starts a daemon (double fork, setsid) that outlives its cell; no ReLU",
+               ("test_projection_head_hidden",), cells={"ProjectionHead": DAEMON + HEAD_NO_RELU}),
     Submission("tamper_endless_call", "nt_xent never returns", NT_XENT, cells={"nt_xent": ENDLESS_CALL}),
     Submission("tamper_endless_definition", "the get_augmentations cell never finishes",
                ("test_get_augmentations", "test_get_augmentations_hidden"),

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+import attacks
 from autograder.grade import grade
 from autograder.sandbox import Limits
 from corpus import CORPUS, ROOT, TOTAL, write_corpus
 
 # Short limits keep the endless-loop and crash submissions cheap; correct code needs a fraction of them.
-LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048)
+LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,10 @@ def graded(tmp_path_factory):
     shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
     shutil.copy(ROOT / "nbgrader_config.py", root)
     write_corpus(root / "incoming")
+    before = {"repository": attacks.tree_digest(ROOT), "course": attacks.tree_digest(root, ("source", "incoming"))}
     rows = grade(root / "incoming", root=root, workers=2, limits=LIMITS)
-    return root, rows
+    after = {"repository": attacks.tree_digest(ROOT), "course": attacks.tree_digest(root, ("source", "incoming"))}
+    return root, rows, before, after
 
 
 def _got(row) -> float | str:
@@ -31,7 +34,7 @@ def _got(row) -> float | str:
 
 
 def test_every_submission_gets_its_expected_score(graded, capsys):
-    _root, rows = graded
+    _root, rows, *_ = graded
     lines = [f"{'submission':28} {'expected':>8} {'got':>6}  what"]
     mismatches = []
     for submission in CORPUS:
@@ -47,7 +50,7 @@ def test_every_submission_gets_its_expected_score(graded, capsys):
 
 
 def test_each_mistake_fails_exactly_its_cells(graded):
-    _root, rows = graded
+    _root, rows, *_ = graded
     for submission in CORPUS:
         row = rows[submission.name]
         if row.status == "graded":
@@ -56,13 +59,13 @@ def test_each_mistake_fails_exactly_its_cells(graded):
 
 
 def test_unreadable_notebooks_get_an_error_row_that_says_what_to_do(graded):
-    _root, rows = graded
+    _root, rows, *_ = graded
     assert "re-download" in rows["corrupt_json"].error
     assert "another assignment" in rows["foreign_notebook"].error
 
 
 def test_feedback_names_failed_checks_and_hides_the_hidden_tests(graded):
-    root, rows = graded
+    root, rows, *_ = graded
     html = Path(rows["loss_no_l2"].feedback).read_text()
     assert "CheckFailed" in html and "rescaling the projections changed the loss" in html
     for secret in ("BEGIN HIDDEN TESTS", "run_in_kernel", "autograder"):
@@ -71,7 +74,7 @@ def test_feedback_names_failed_checks_and_hides_the_hidden_tests(graded):
 
 
 def test_grades_are_exported_as_csv_and_json(graded):
-    root, rows = graded
+    root, rows, *_ = graded
     with open(root / "grades" / "grades.csv") as file:
         table = {row["student"]: row for row in csv.DictReader(file)}
     assert set(table) == {s.name for s in CORPUS}
@@ -87,3 +90,16 @@ def test_the_readme_corpus_table_matches_the_corpus():
         if len(parts) == 4 and parts[0].startswith("`") and parts[1] in {str(s.expected) for s in CORPUS}:
             rows[parts[0].strip("`")] = parts[1]
     assert rows == {s.name: str(s.expected) for s in CORPUS}
+
+
+def test_the_batch_changes_no_file_of_the_course_and_no_submission(graded):
+    root, _rows, before, after = graded
+    assert after == before
+    for submission in CORPUS:
+        if submission.raw is None:
+            copy = root / "submitted" / submission.name / "simclr" / "simclr_lab.ipynb"
+            assert copy.read_text() == (root / "incoming" / f"{submission.name}.ipynb").read_text(), submission.name
+
+
+def test_no_process_a_submission_started_outlives_the_batch(graded):
+    assert not attacks.processes_with(attacks.DAEMON_TOKEN)

@@ -1,5 +1,6 @@
 """The student process: answer cells taken from a notebook, limits, crashes, and the data-only boundary."""
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -110,7 +111,7 @@ def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
 
 
 def test_without_the_device_the_run_follows_the_component_checks():
-    from corpus import BROKEN
+    from corpus import BROKEN, Submission
     from autograder.registry import COMPONENTS
     settings = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
     solutions = examples.solutions()
@@ -197,3 +198,25 @@ def test_grading_refuses_where_no_sandbox_can_be_made(monkeypatch):
     monkeypatch.setattr(isolation, "_probe", lambda: "No permissions to create a new namespace")
     with pytest.raises(isolation.SandboxUnavailable, match="user namespaces.*--unsafe-no-sandbox"):
         isolation.require("bwrap")
+
+
+def test_an_attacker_changes_neither_its_own_grade_nor_the_next_students_nor_a_regrade(tmp_path):
+    from autograder.grade import grade
+    from corpus import BROKEN, Submission
+    root = tmp_path / "course"
+    shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    one_direction, no_l2 = BROKEN["loss_one_direction"], BROKEN["loss_no_l2"]
+    submissions = {"a_attacker": attacks.REWRITE_GRADER + one_direction[1], "b_honest_no_l2": no_l2[1]}
+    (root / "incoming").mkdir()
+    for student, loss in submissions.items():
+        nb = examples.filled_release({**examples.solutions(), "nt_xent": loss})
+        (root / "incoming" / f"{student}.ipynb").write_text(json.dumps(nb))
+    honest = {"a_attacker": Submission("a", "", one_direction[2]).expected,
+              "b_honest_no_l2": Submission("b", "", no_l2[2]).expected}
+    before = attacks.tree_digest(ROOT), attacks.tree_digest(root, ("source", "incoming"))
+    limits = dataclasses.replace(TRAINING, sandbox=attacks.sandbox_mode())
+    for _ in range(2):  # the batch, then a regrade
+        rows = grade(root / "incoming", root=root, workers=1, limits=limits)
+        assert {s: sum(c["points"] or 0 for c in r.cells.values()) for s, r in rows.items()} == honest
+    assert (attacks.tree_digest(ROOT), attacks.tree_digest(root, ("source", "incoming"))) == before
