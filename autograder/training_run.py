@@ -56,15 +56,23 @@ def preflight(settings: TrainingRunSettings) -> None:
                          "CIFAR10_DIR; or set c.TrainingRun.without_device so the run is not needed here")
 
 
-def training_run(student, settings: TrainingRunSettings, components_pass: bool) -> str:
-    """Run (or stand in for) the training run; return a line for the feedback, raise AssertionError on failure."""
-    follow = "the points follow the checks of get_augmentations, ProjectionHead, nt_xent and train_epoch"
-    if not will_run(settings):
-        if settings.without_device == "zero":
-            raise AssertionError(f"not run: the training run needs a {settings.device} device and this machine has "
-                                 "none; the instructor must regrade on one")
-        assert components_pass, f"not run (no {settings.device} device here); {follow}, and one of them failed"
-        return f"not run (no {settings.device} device here); {follow}: they pass"
+@dataclass(frozen=True)
+class ProbeRun:
+    """What one training run measured: the linear probe's accuracy in [0, 1] and where it ran."""
+    accuracy: float
+    device: str
+    epochs: int
+    encoder: str
+    losses: tuple[float, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        return (f"linear probe {100 * self.accuracy:.1f} % after {self.epochs} epochs of {self.encoder} "
+                f"on {self.device}")
+
+
+def probe_run(student, settings: TrainingRunSettings) -> ProbeRun:
+    """Train the course's encoder with the student's components (``student.run``) and probe it; no pass mark."""
     device = settings.device if device_available(settings.device) else "cpu"
     budget = settings.budget()
     result = student.run("training_run", preset=budget, data_dir=str(resolve_data_dir().absolute()), device=device,
@@ -76,10 +84,23 @@ def training_run(student, settings: TrainingRunSettings, components_pass: bool) 
     data = load_lab_data(preset, seed=settings.seed, root=str(resolve_data_dir()))
     accuracy = linear_probe(encoder.to(device), data.probe_train, data.probe_test, epochs=preset.probe_epochs,
                             device=device)
-    summary = f"linear probe {100 * accuracy:.1f} % after {preset.epochs} epochs of {preset.encoder} on {device}"
+    return ProbeRun(accuracy, device, preset.epochs, preset.encoder, tuple(result["losses"]))
+
+
+def training_run(student, settings: TrainingRunSettings, components_pass: bool) -> str:
+    """Run (or stand in for) the training run; return a line for the feedback, raise AssertionError on failure."""
+    follow = "the points follow the checks of get_augmentations, ProjectionHead, nt_xent and train_epoch"
+    if not will_run(settings):
+        if settings.without_device == "zero":
+            raise AssertionError(f"not run: the training run needs a {settings.device} device and this machine has "
+                                 "none; the instructor must regrade on one")
+        assert components_pass, f"not run (no {settings.device} device here); {follow}, and one of them failed"
+        return f"not run (no {settings.device} device here); {follow}: they pass"
+    run = probe_run(student, settings)
+    summary = run.summary
     if settings.min_probe_accuracy is None:
         assert components_pass, f"{summary}; no pass mark is set yet, so {follow}, and one of them failed"
         return f"{summary}; no pass mark is set yet, so {follow}: they pass"
-    assert accuracy >= settings.min_probe_accuracy, (
+    assert run.accuracy >= settings.min_probe_accuracy, (
         f"{summary}, below the pass mark of {100 * settings.min_probe_accuracy:.1f} %")
     return f"{summary} (pass mark {100 * settings.min_probe_accuracy:.1f} %)"
