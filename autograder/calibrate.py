@@ -25,11 +25,13 @@ from typing import Callable
 from simclr_helpers import PRESETS
 from simclr_helpers.checks import StudentCodeError
 
+from . import isolation
 from .examples import solutions
 from .grade import course_config, course_limits
 from .registry import COMPONENTS
 from .release import COURSE_ROOT
-from .sandbox import Limits, Sandbox
+from .grading import training_sandbox
+from .sandbox import Limits
 from .training_run import TrainingRunSettings, device_available, preflight, probe_run
 from .variants import BROKEN, CORRECT
 
@@ -52,17 +54,11 @@ def variant_cells(changes: dict[str, str], root: Path = COURSE_ROOT) -> list[tup
     return [(name, answers[name]) for name in COMPONENTS]
 
 
-def run_limits(limits: Limits, settings: TrainingRunSettings) -> Limits:
-    """The student process's limits for the training run, as ``grading`` sets them."""
-    on_gpu = settings.device != "cpu" and device_available(settings.device)
-    return dataclasses.replace(limits, check_timeout_s=settings.timeout_s, memory_mb=0 if on_gpu else limits.memory_mb)
-
-
 def train_and_probe(cells: list[tuple[str, str]], settings: TrainingRunSettings, limits: Limits,
                     variant: str = "", kind: str = "") -> Run:
     """One graded training run of ``cells`` with ``settings`` (its seed included), on a fresh student process."""
     start = time.monotonic()
-    with Sandbox(cells, run_limits(limits, settings)) as sandbox:
+    with training_sandbox(cells, limits, settings) as sandbox:
         try:
             sandbox.ensure_started()
             sandbox.deadline = time.monotonic() + settings.timeout_s
@@ -204,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no {settings.device} device here: calibrate on the grading machine (or pass --device cpu "
                      "for a CPU budget)")
     preflight(settings)
+    limits = course_limits(config)
+    try:
+        isolation.require(limits.sandbox)
+    except isolation.SandboxUnavailable as error:
+        raise SystemExit(f"not calibrating: {error}") from None
     selected = args.variants or names
     correct = {n: CORRECT[n] for n in selected if n in CORRECT}
     broken = {n: BROKEN[n] for n in selected if n in BROKEN}
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("choose at least one correct variant: the mark comes from them")
     print(f"== {len(correct)} correct x {args.seeds_correct} seeds, {len(broken)} broken x {args.seeds_broken} seeds; "
           f"preset {settings.preset} {settings.overrides} on {settings.device}", flush=True)
-    record = calibrate(settings, course_limits(config), correct, broken, args.seeds_correct, args.seeds_broken,
+    record = calibrate(settings, limits, correct, broken, args.seeds_correct, args.seeds_broken,
                        args.margin, args.root, log=lambda line: print(line, flush=True))
     out = args.out or default_out(args.root, settings)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,18 +95,24 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
 
 
-def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
-                        results: dict[str, CheckResult], code: CodeSnapshot | None) -> CheckResult:
-    start = time.monotonic()
-    components_pass = all(results[grade_id].passed for grade_id in RUN_COMPONENT_CELLS)
+def training_sandbox(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
+                     code: CodeSnapshot | None = None) -> Sandbox:
+    """The student process of a training run: the run's time limit, the data folder and (on a GPU) the device
+    nodes in its sandbox, no memory limit on a GPU (CUDA maps more than any data-segment limit allows)."""
     on_gpu = settings.device != "cpu" and device_available(settings.device)
     run_limits = dataclasses.replace(limits, check_timeout_s=settings.timeout_s,
                                      cpu_s=max(limits.cpu_s, int(2 * settings.timeout_s)),
                                      memory_mb=0 if on_gpu else limits.memory_mb)
     data_dirs = (str(resolve_data_dir().absolute()),)
+    return Sandbox(cells, run_limits, code=code, data_dirs=data_dirs, gpu=on_gpu)
+
+
+def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
+                        results: dict[str, CheckResult], code: CodeSnapshot | None) -> CheckResult:
+    start = time.monotonic()
+    components_pass = all(results[grade_id].passed for grade_id in RUN_COMPONENT_CELLS)
     with contextlib.ExitStack() as stack:
-        sandbox = stack.enter_context(Sandbox(cells, run_limits, code=code, data_dirs=data_dirs, gpu=on_gpu)) \
-            if will_run(settings) else None
+        sandbox = stack.enter_context(training_sandbox(cells, limits, settings, code)) if will_run(settings) else None
         try:
             if sandbox is not None:
                 sandbox.ensure_started()

@@ -1,8 +1,10 @@
-"""Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2``.
+"""Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2 [--sandbox bwrap none]``.
 
-For each worker count, grades every submission of ``tests/corpus.py`` with ``autograder.grade`` in a scratch
-course folder and records, in ``bench/records/grading-corpus-w<N>.json``: the wall time of the whole command,
-its parts (checks, nbgrader autograde + feedback), each submission's check time, and the versions.
+For each worker count and sandbox mode, grades every submission of ``tests/corpus.py`` (or those named with
+``--only``) with ``autograder.grade`` in a scratch course folder and records, in
+``bench/records/grading-corpus-w<N>-<sandbox>[-<k>of<n>].json``: the wall time of the whole command, its parts
+(checks, nbgrader autograde + feedback), each submission's check time, and the versions. ``--sandbox none``
+measures the grader without isolation (what grading cost before the sandbox).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import shutil
 import sys
@@ -28,14 +31,15 @@ from .run import RECORDS, environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(workers: int, limits: Limits) -> dict:
+def measure(workers: int, limits: Limits, only: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from corpus import CORPUS, write_corpus
+    corpus = [s for s in CORPUS if not only or s.name in only]
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
         shutil.copy(ROOT / "nbgrader_config.py", root)
-        write_corpus(root / "incoming")
+        write_corpus(root / "incoming", corpus)
         log = io.StringIO()
         start = time.monotonic()
         with contextlib.redirect_stdout(log):
@@ -45,7 +49,8 @@ def measure(workers: int, limits: Limits) -> dict:
     checks_s = float(checks_line.split("in")[-1].split()[0])
     per_submission = {name: row.seconds for name, row in rows.items() if row.status == "graded"}
     ordinary = sorted(v for k, v in per_submission.items() if not k.startswith(("tamper_endless", "tamper_sigkill")))
-    return dict(workers=workers, submissions=len(CORPUS), graded=len(per_submission), total_s=round(total, 1),
+    return dict(workers=workers, sandbox=limits.sandbox, submissions=len(corpus), of_corpus=len(CORPUS),
+                graded=len(per_submission), total_s=round(total, 1),
                 checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
                 per_submission_check_s=per_submission,
                 median_check_s_excluding_endless_and_kill=ordinary[len(ordinary) // 2],
@@ -57,11 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per check (the corpus test's 15)")
+    parser.add_argument("--sandbox", nargs="+", default=["bwrap"], choices=["bwrap", "none"])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="grade only these corpus submissions")
     args = parser.parse_args(argv)
-    limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048)
-    for workers in args.workers:
-        record = measure(workers, limits)
-        path = RECORDS / f"grading-corpus-w{workers}.json"
+    for sandbox, workers in itertools.product(args.sandbox, args.workers):
+        limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048, sandbox=sandbox)
+        record = measure(workers, limits, args.only)
+        part = f"-{record['submissions']}of{record['of_corpus']}" if args.only else ""
+        path = RECORDS / f"grading-corpus-w{workers}-{sandbox}{part}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{workers} worker(s): {record['total_s']} s for {record['submissions']} submissions "
               f"(checks {record['checks_s']} s, nbgrader {record['nbgrader_and_exports_s']} s; median check time "

@@ -15,7 +15,12 @@ from typing import Callable
 import nbformat
 
 from attacks import DAEMON, REWRITE_GRADER
-from autograder.examples import ZERO_GRAD_MISSING, filled_release, solutions
+from autograder import variants
+from autograder.examples import filled_release, solutions
+from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
+                                 HEAD_ATTRIBUTES, HEAD_NO_BN, HEAD_NO_RELU, LOSS_COSINE, LOSS_LOGSUMEXP,
+                                 PROBE_NOT_FROZEN, PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
+                                 TRAIN_NO_ZERO_GRAD, TRAIN_SAME_VIEW, TRAIN_SEPARATE, loss, train)
 from autograder.training_run import RUN_COMPONENT_CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,201 +66,12 @@ def build(submission: Submission) -> str:
 
 # --- answer cells --------------------------------------------------------------------------------------
 
-LOSS_HEADER = "def nt_xent(z_i, z_j, temperature=0.5):\n"
-
-
-def loss(body: str) -> str:
-    return LOSS_HEADER + body
-
-
-LOSS_LOGSUMEXP = loss("""\
-    n = z_i.shape[0]
-    z = torch.cat([z_i, z_j], dim=0)
-    z = z / z.norm(dim=1, keepdim=True)
-    sim = z @ z.t() / temperature
-    mask = ~torch.eye(2 * n, dtype=torch.bool)
-    positives = torch.cat([torch.diag(sim, n), torch.diag(sim, -n)])
-    negatives = sim.masked_select(mask).view(2 * n, 2 * n - 1)
-    return (torch.logsumexp(negatives, dim=1) - positives).mean()
-""")
-LOSS_COSINE = loss("""\
-    z = torch.cat([z_i, z_j])
-    n2 = len(z)
-    sim = F.cosine_similarity(z.unsqueeze(1), z.unsqueeze(0), dim=2) / temperature
-    sim = sim - torch.eye(n2) * 1e9
-    idx = torch.arange(n2)
-    targets = (idx + n2 // 2) % n2
-    return -F.log_softmax(sim, dim=1)[idx, targets].mean()
-""")
-BROKEN = {
-    "loss_seed_002": ("seed 002's loss (a softmax over one value: a constant)", loss("""\
-    cos = nn.CosineSimilarity(dim=1)
-    pos_sim, neg_sim = cos(z_i, z_i).mean(), cos(z_j, z_j).mean()
-    return -torch.log(torch.mean(F.softmax(pos_sim.reshape(1), dim=0))) / F.softmax(neg_sim.reshape(1), dim=0).mean()
-"""), NT_XENT),
-    "loss_seed_004": ("seed 004's loss (each view its own positive, nothing masked)", loss("""\
-    features = F.normalize(torch.cat([z_i, z_j]), dim=1)
-    similarity_matrix = features @ features.T / temperature
-    return nn.CrossEntropyLoss()(similarity_matrix, torch.arange(features.size(0)))
-"""), NT_XENT),
-    "loss_self_similarity": ("self-similarity not excluded", loss("""\
-    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
-    return F.cross_entropy(z @ z.T / temperature, torch.arange(2 * len(z_i)).roll(len(z_i)))
-"""), NT_XENT),
-    "loss_no_l2": ("no L2 normalisation", loss("""\
-    z = torch.cat([z_i, z_j])
-    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    return F.cross_entropy(logits, torch.arange(2 * len(z_i)).roll(len(z_i)))
-"""), ("test_nt_xent_formula_hidden", "test_nt_xent_properties_hidden")),
-    "loss_tau_multiplied": ("temperature multiplied instead of divided", loss("""\
-    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
-    logits = (z @ z.T * temperature).fill_diagonal_(float("-inf"))
-    return F.cross_entropy(logits, torch.arange(2 * len(z_i)).roll(len(z_i)))
-"""), NT_XENT),
-    "loss_mean_over_n": ("sum over 2N anchors divided by N", loss("""\
-    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
-    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    targets = torch.arange(2 * len(z_i)).roll(len(z_i))
-    return F.cross_entropy(logits, targets, reduction="sum") / len(z_i)
-"""), NT_XENT),
-    "loss_one_direction": ("only the anchors of the first view", loss("""\
-    n = len(z_i)
-    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
-    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    return F.cross_entropy(logits[:n], torch.arange(n, 2 * n))
-"""), NT_XENT),
-    "loss_interleaved": ("positives picked as if the views were interleaved", loss("""\
-    z = F.normalize(torch.cat([z_i, z_j]), dim=1)
-    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    return F.cross_entropy(logits, torch.arange(2 * len(z_i)) ^ 1)
-"""), NT_XENT),
-}
-
-AUGMENT_V2 = """\
-from torchvision.transforms import v2
-
-def get_augmentations(normalize=True):
-    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.RandomResizedCrop(32), v2.RandomHorizontalFlip(),
-             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
-    if normalize:
-        steps.append(v2.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD))
-    return v2.Compose(steps)
-"""
-AUGMENT_FLIP_FIRST = """\
-def get_augmentations(normalize=True):
-    colour = transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)
-    steps = [transforms.RandomHorizontalFlip(), transforms.RandomResizedCrop(32, scale=(0.08, 1.0)), colour,
-             transforms.RandomGrayscale(p=0.2), transforms.ToTensor()]
-    return transforms.Compose(steps + ([transforms.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD)] if normalize else []))
-"""
-AUGMENT_NO_JITTER = """\
-def get_augmentations(normalize=True):
-    steps = [transforms.RandomResizedCrop(32), transforms.RandomHorizontalFlip(), transforms.RandomGrayscale(p=0.2),
-             transforms.ToTensor()]
-    return transforms.Compose(steps + ([transforms.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD)] if normalize else []))
-"""
-AUGMENT_DETERMINISTIC = """\
-def get_augmentations(normalize=True):
-    steps = [transforms.CenterCrop(32), transforms.ToTensor()]
-    return transforms.Compose(steps + ([transforms.Normalize(lab.CIFAR10_MEAN, lab.CIFAR10_STD)] if normalize else []))
-"""
-HEAD_ATTRIBUTES = """\
-class ProjectionHead(nn.Module):
-    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
-        super().__init__()
-        self.out = nn.Linear(hidden_dim, out_dim)
-        self.norm = nn.BatchNorm1d(hidden_dim) if batch_norm else nn.Identity()
-        self.inp = nn.Linear(in_dim, hidden_dim, bias=not batch_norm)
-
-    def forward(self, h):
-        return self.out(F.relu(self.norm(self.inp(h))))
-"""
-HEAD_NO_BN = """\
-class ProjectionHead(nn.Module):
-    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
-
-    def forward(self, h):
-        return self.mlp(h)
-"""
-HEAD_NO_RELU = """\
-class ProjectionHead(nn.Module):
-    def __init__(self, in_dim=512, hidden_dim=512, out_dim=128, batch_norm=True):
-        super().__init__()
-        layers = [nn.Linear(in_dim, hidden_dim)] + ([nn.BatchNorm1d(hidden_dim)] if batch_norm else [])
-        self.mlp = nn.Sequential(*layers, nn.Linear(hidden_dim, out_dim))
-
-    def forward(self, h):
-        return self.mlp(h)
-"""
-TRAIN_TEMPLATE = """\
-def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu", progress=True):
-    encoder.train()
-    head.train()
-    losses = []
-    for (x_i, x_j), _ in loader:
-        x_i, x_j = x_i.to(device), x_j.to(device)
-{body}
-        losses.append(loss.item())
-    return {result}
-"""
-STEP = "        optimizer.zero_grad(set_to_none=True)\n        loss.backward()\n        optimizer.step()"
-
-
-def train(body: str, result: str = "float(np.mean(losses))") -> str:
-    return TRAIN_TEMPLATE.format(body=body, result=result)
-
-
-TRAIN_SEPARATE = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)\n" + STEP)
-TRAIN_SAME_VIEW = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_i)), temperature)\n" + STEP)
-TRAIN_NO_ZERO_GRAD = ZERO_GRAD_MISSING  # the example the main job grades
-TRAIN_LAST_LOSS = train("        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)\n" + STEP,
-                        result="losses[-1]")
+# The correct variants and known mistakes live in autograder.variants (the calibration trains with them too);
+# here each mistake gets the test cells it must fail.
+LOSS_FAILS = {"loss_no_l2": ("test_nt_xent_formula_hidden", "test_nt_xent_properties_hidden")}
+BROKEN = {name: (what, cells["nt_xent"], LOSS_FAILS.get(name, NT_XENT))
+          for name, (what, cells) in variants.BROKEN.items() if name.startswith("loss_")}
 TRAIN_OS_EXIT = train("        import os\n        os._exit(0)\n        loss = None")
-PROBE_TEMPLATE = """\
-def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
-{features}
-    mean, std = train_h.mean(0), train_h.std(0) + 1e-6
-    train_h, test_h = (train_h - mean) / std, (test_h - mean) / std
-    torch.manual_seed(seed)
-    classifier = nn.Linear(train_h.shape[1], num_classes)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
-    for _ in range(epochs):
-        loss = F.cross_entropy(classifier(train_h), train_y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        return (classifier(test_h).argmax(1) == test_y).float().mean().item()
-"""
-OWN_FEATURES = """\
-    def features(loader):
-        with torch.no_grad():
-            pairs = [(encoder(x.to(device)).cpu(), y) for x, y in loader]
-        return torch.cat([h for h, _ in pairs]), torch.cat([y for _, y in pairs])
-"""
-PROBE_OWN_LOOP = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES +
-                                       "    train_h, train_y = features(train_loader)\n    test_h, test_y = features(test_loader)")
-PROBE_TRAIN_MODE = PROBE_TEMPLATE.format(features=OWN_FEATURES +
-                                         "    train_h, train_y = features(train_loader)\n    test_h, test_y = features(test_loader)")
-PROBE_NOT_FROZEN = """\
-def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
-    torch.manual_seed(seed)
-    dim = encoder(next(iter(train_loader))[0].to(device)).shape[1]
-    classifier = nn.Linear(dim, num_classes)
-    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(classifier.parameters()), lr=lr)
-    for _ in range(epochs):
-        for x, y in train_loader:
-            loss = F.cross_entropy(classifier(encoder(x.to(device))), y.to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    encoder.eval()
-    with torch.no_grad():
-        right = sum((classifier(encoder(x.to(device))).argmax(1) == y.to(device)).sum().item() for x, y in test_loader)
-    return right / sum(len(y) for _, y in test_loader)
-"""
 PROBE_SYS_EXIT = "def linear_probe(*args, **kwargs):\n    import sys\n    sys.exit(0)\n"
 
 # --- tampering -----------------------------------------------------------------------------------------

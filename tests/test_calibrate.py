@@ -33,8 +33,8 @@ def test_no_mark_when_a_correct_variant_fails_to_train():
     assert result["separated"] == {"b": None} and result["not_separated"] == []
 
 
-def test_the_variants_are_the_corpus_answer_cells():
-    """Until tests/corpus.py imports them from autograder.variants, the two copies must not drift apart."""
+def test_the_corpus_grades_every_variant_the_calibration_trains():
+    """Same name, same description, same answer cells: a calibrated mistake is also a graded one."""
     import corpus
     submissions = {s.name: s for s in corpus.CORPUS}
     for name, changes in variants.CORRECT.items():
