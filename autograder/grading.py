@@ -17,7 +17,7 @@ from simclr_helpers.checks import StudentCodeError
 
 from .integrity import CodeSnapshot
 from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
-from .sandbox import GraderError, Limits, Sandbox
+from .sandbox import GraderError, Limits, Sandbox, SandboxHost
 from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run, will_run
 
 REFERENCE_LOSS = Path(__file__).resolve().parent.parent / "reference" / "loss.py"
@@ -95,24 +95,33 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
 
 
+def _on_gpu(settings: TrainingRunSettings) -> bool:
+    return settings.device != "cpu" and device_available(settings.device)
+
+
+def _data_dirs() -> tuple[str, ...]:
+    return (str(resolve_data_dir().absolute()),)
+
+
 def training_sandbox(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
-                     code: CodeSnapshot | None = None) -> Sandbox:
-    """The student process of a training run: the run's time limit, the data folder and (on a GPU) the device
-    nodes in its sandbox, no memory limit on a GPU (CUDA maps more than any data-segment limit allows)."""
-    on_gpu = settings.device != "cpu" and device_available(settings.device)
+                     code: CodeSnapshot | None = None, host: SandboxHost | None = None) -> Sandbox:
+    """The student process of a training run: the run's time limit, no memory limit on a GPU (CUDA maps more
+    than any data-segment limit allows); its own sandbox (with the data folder and, on a GPU, the device
+    nodes) unless ``host`` is given, which must have been made with them."""
+    on_gpu = _on_gpu(settings)
     run_limits = dataclasses.replace(limits, check_timeout_s=settings.timeout_s,
                                      cpu_s=max(limits.cpu_s, int(2 * settings.timeout_s)),
                                      memory_mb=0 if on_gpu else limits.memory_mb)
-    data_dirs = (str(resolve_data_dir().absolute()),)
-    return Sandbox(cells, run_limits, code=code, data_dirs=data_dirs, gpu=on_gpu)
+    return Sandbox(cells, run_limits, code=code, data_dirs=_data_dirs(), gpu=on_gpu, host=host)
 
 
 def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
-                        results: dict[str, CheckResult], code: CodeSnapshot | None) -> CheckResult:
+                        results: dict[str, CheckResult], host: SandboxHost) -> CheckResult:
     start = time.monotonic()
     components_pass = all(results[grade_id].passed for grade_id in RUN_COMPONENT_CELLS)
     with contextlib.ExitStack() as stack:
-        sandbox = stack.enter_context(training_sandbox(cells, limits, settings, code)) if will_run(settings) else None
+        sandbox = stack.enter_context(training_sandbox(cells, limits, settings, host=host)) \
+            if will_run(settings) else None
         try:
             if sandbox is not None:
                 sandbox.ensure_started()
@@ -132,18 +141,22 @@ def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
                 code: CodeSnapshot | None = None) -> dict[str, CheckResult]:
     """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest.
 
-    ``code``: the grader's files as read at the start of the batch (default: this process's first read).
-    Raises ``GraderError`` when the student process cannot be started for a reason that is not the student's."""
+    All of a submission's student processes are forks of one sandboxed zygote (``host.SandboxHost``), so the
+    interpreter starts once per submission. ``code``: the grader's files as read at the start of the batch
+    (default: this process's first read). Raises ``GraderError`` when the sandbox cannot be started for a
+    reason that is not the student's."""
     by_component = dict(cells)
     results: dict[str, CheckResult] = {}
-    for alone in (False, True):
-        inject = REFERENCE_LOSS.read_text() if alone else None
-        with Sandbox(cells, limits, inject=inject, code=code) as sandbox:
-            for check in CHECKS:
-                if check.alone == alone:
-                    results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
-    ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
-    ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered, code)
+    runs = will_run(training)
+    with SandboxHost(limits, code, _data_dirs() if runs else (), runs and _on_gpu(training)) as host:
+        for alone in (False, True):
+            inject = REFERENCE_LOSS.read_text() if alone else None
+            with Sandbox(cells, limits, inject=inject, host=host) as sandbox:
+                for check in CHECKS:
+                    if check.alone == alone:
+                        results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
+        ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
+        ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered, host)
     return ordered
 
 
