@@ -26,7 +26,8 @@ class LabData:
     train: Dataset        # the whole training split, items (PIL image, label)
     test: Dataset         # the test split, items (PIL image, label)
     pretrain: Subset      # the preset's class-balanced share of ``train`` for SimCLR (labels unused)
-    probe_train: DataLoader  # evaluation transform, for the linear probe and kNN
+    labelled: Subset      # the labelled training images: the probe's (and the supervised baseline's), items (PIL, label)
+    probe_train: DataLoader  # ``labelled`` with the evaluation transform, for the linear probe and kNN
     probe_test: DataLoader
 
 
@@ -36,10 +37,11 @@ def load_lab_data(preset: Preset, seed: int = 0, root: str | None = None) -> Lab
     train = load_cifar10(train=True, root=root or ("data" if download else None), download=download)
     test = load_cifar10(train=False, root=root or ("data" if download else None), download=download)
     evaluation = get_eval_transform()
-    probe_train = balanced_subset(_with_transform(train, evaluation), preset.probe_fraction, seed=seed + 1)
+    labelled = balanced_subset(train, preset.probe_fraction, seed=seed + 1)
+    probe_train = Subset(_with_transform(train, evaluation), labelled.indices)
     probe_test = balanced_subset(_with_transform(test, evaluation), preset.test_fraction, seed=seed + 2)
     return LabData(train=train, test=test, pretrain=balanced_subset(train, preset.pretrain_fraction, seed=seed),
-                   probe_train=eval_loader(probe_train), probe_test=eval_loader(probe_test))
+                   labelled=labelled, probe_train=eval_loader(probe_train), probe_test=eval_loader(probe_test))
 
 
 class _Transformed(Dataset):
@@ -59,10 +61,15 @@ def _with_transform(dataset: Dataset, transform: Callable) -> Dataset:
 
 
 def pair_loader(dataset: Dataset, augment: Callable, batch_size: int, workers: int = 0, seed: int = 0) -> DataLoader:
-    """Batches ``((x_i, x_j), labels)`` of two independent views of each image, shuffled with a fixed seed."""
+    """Batches ``((x_i, x_j), labels)`` of two independent views of each image, shuffled with a fixed seed.
+
+    The ``workers`` processes live for one pass over the loader and stop when it ends. Workers kept between
+    passes (``persistent_workers``) would stop only when the garbage collector frees the loader; in a notebook a
+    progress bar or a traceback often holds it in a reference cycle, and if that collection then happens in a
+    process forked later (another loader's worker), its clean-up fails there with "can only test a child process".
+    """
     return DataLoader(TwoViewDataset(dataset, augment), batch_size=batch_size, shuffle=True, drop_last=True,
-                      num_workers=workers, persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(seed))
+                      num_workers=workers, generator=torch.Generator().manual_seed(seed))
 
 
 class DevicePairLoader:
