@@ -1,5 +1,5 @@
 """Cells of the lab notebook run on small stand-ins: the t-SNE's classes, the loss curve's dashed line, the
-supervised baseline's labelled set, and DataLoader workers that end with their pass."""
+supervised baseline's labelled set and its one pass over the data per epoch (the red wall of 8.6)."""
 from __future__ import annotations
 
 import gc
@@ -7,7 +7,6 @@ import math
 import multiprocessing
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib
 
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 import simclr_helpers as lab
-from simclr_helpers import plots
+from simclr_helpers import experiments, plots
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "source" / "simclr" / "simclr_lab.ipynb"
 
@@ -130,49 +129,70 @@ def test_supervised_baseline_learns_from_the_probes_labelled_images(lab_data):
         "the supervised model does not learn from the images (and labels) the linear probe learns from")
 
 
-# ---------------------------------------------------------------- DataLoader workers (issue 11, item 7)
+# ---------------------------------------------------------------- the red wall of 8.6 (issue 11, item 7)
 
 def tiny_images(n: int = 64) -> Dataset:
     rng = np.random.default_rng(0)
     return lab.data.ArrayImageDataset(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10)
 
 
-def test_pair_loader_workers_end_with_the_pass():
-    before = set(multiprocessing.active_children())
-    loader = lab.pair_loader(tiny_images(), transforms.ToTensor(), batch_size=16, workers=2)
-    for _ in loader:   # the loader itself lives on, as the notebook's `pairs` does
-        pass
-    left = set(multiprocessing.active_children()) - before
-    assert not left, f"{len(left)} worker processes of the pair loader outlive its pass"
+def test_progress_bar_iterates_its_iterable_once():
+    class Counted:
+        passes = 0
+
+        def __iter__(self):
+            Counted.passes += 1
+            return iter(range(3))
+
+    assert list(experiments.progress_bar(Counted(), disable=True)) == [0, 1, 2]
+    assert Counted.passes == 1, "the progress bar starts a pass of its own (tqdm.auto's asyncio part)"
+
+
+def test_supervised_baseline_makes_one_pass_over_its_data_per_epoch(monkeypatch):
+    passes = {}
+    real_iter = DataLoader.__iter__
+
+    def counted(loader):
+        passes[id(loader)] = passes.get(id(loader), 0) + 1
+        return real_iter(loader)
+
+    monkeypatch.setattr(DataLoader, "__iter__", counted)
+    test_loader = DataLoader(experiments._with_transform(tiny_images(16), lab.get_eval_transform()), batch_size=8)
+    lab.train_supervised(lab.build_encoder("small_cnn"), tiny_images(), test_loader, epochs=2, lr=1e-3,
+                         batch_size=16, device="cpu", progress=True)
+    assert sorted(passes.values()) == [1, 2], f"passes per loader: {sorted(passes.values())} (a pass starts workers)"
 
 
 class CollectsGarbage(Dataset):
-    """A data set whose items trigger a full garbage collection: what a long-running worker does sooner or later."""
+    """Images whose loading triggers a full garbage collection: what a long-running worker does sooner or later."""
 
-    def __init__(self, n: int = 8):
-        self.n = n
+    def __init__(self, base: Dataset):
+        self.base, self.targets = base, base.targets
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.base)
 
     def __getitem__(self, index: int):
         gc.collect()
-        return torch.zeros(1)
+        return self.base[index]
 
 
-def test_a_pair_loader_in_a_reference_cycle_leaves_no_cleanup_to_other_workers(capfd, monkeypatch):
-    """The red wall of 8.6: a finished pair loader that a reference cycle keeps alive (as a notebook progress bar
-    does) must not leave its workers' clean-up to a process forked later, where it fails."""
-    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)   # print them, as a kernel does, not pytest's
-    cycle = SimpleNamespace()
-    cycle.self, cycle.loader = cycle, lab.pair_loader(tiny_images(), transforms.ToTensor(), batch_size=16, workers=2)
-    for _ in cycle.loader:
-        pass
-    gc.disable()   # the cycle is still garbage-in-waiting when the next loader forks its workers
+def test_supervised_baseline_leaves_no_worker_clean_up_to_other_processes(capfd, monkeypatch):
+    """The red wall of 8.6 itself: with a progress bar kept in a reference cycle (as Jupyter's widget bar is), no
+    "can only test a child process" from a DataLoader iterator freed in a worker of the next epoch."""
+    class CycleBar(experiments.tqdm):   # the widget bar keeps itself alive in a cycle; tqdm.std does not
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.me = self
+
+    monkeypatch.setattr(experiments, "tqdm", CycleBar)
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)   # print them, as a kernel does
+    test_loader = DataLoader(experiments._with_transform(tiny_images(16), lab.get_eval_transform()), batch_size=8)
+    gc.collect()
+    gc.disable()   # collections happen in the workers only, as they may in a long notebook session
     try:
-        del cycle
-        for _ in DataLoader(CollectsGarbage(), batch_size=4, num_workers=1):
-            pass
+        lab.train_supervised(lab.build_encoder("small_cnn"), CollectsGarbage(tiny_images(32)), test_loader, epochs=2,
+                             lr=1e-3, batch_size=16, device="cpu", workers=2, progress=False)
     finally:
         gc.enable()
         gc.collect()

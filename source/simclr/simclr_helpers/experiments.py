@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
-from tqdm.auto import tqdm
+from tqdm.std import TqdmExperimentalWarning
+
+with warnings.catch_warnings():   # tqdm.auto's choice of bar, without its asyncio part: see progress_bar
+    warnings.simplefilter("ignore", TqdmExperimentalWarning)
+    from tqdm.autonotebook import tqdm
 
 from .data import (CIFAR10_MEAN, CIFAR10_STD, TwoViewDataset, balanced_subset, dataset_targets, get_eval_transform,
                    images_as_tensor, load_cifar10, offline_copy_available)
@@ -61,15 +66,10 @@ def _with_transform(dataset: Dataset, transform: Callable) -> Dataset:
 
 
 def pair_loader(dataset: Dataset, augment: Callable, batch_size: int, workers: int = 0, seed: int = 0) -> DataLoader:
-    """Batches ``((x_i, x_j), labels)`` of two independent views of each image, shuffled with a fixed seed.
-
-    The ``workers`` processes live for one pass over the loader and stop when it ends. Workers kept between
-    passes (``persistent_workers``) would stop only when the garbage collector frees the loader; in a notebook a
-    progress bar or a traceback often holds it in a reference cycle, and if that collection then happens in a
-    process forked later (another loader's worker), its clean-up fails there with "can only test a child process".
-    """
+    """Batches ``((x_i, x_j), labels)`` of two independent views of each image, shuffled with a fixed seed."""
     return DataLoader(TwoViewDataset(dataset, augment), batch_size=batch_size, shuffle=True, drop_last=True,
-                      num_workers=workers, generator=torch.Generator().manual_seed(seed))
+                      num_workers=workers, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 class DevicePairLoader:
@@ -141,6 +141,18 @@ def simclr_run(data: LabData, augment: Callable, head_factory: Callable[[int], n
     return dict(probe=probe, knn=knn_accuracy(train_h, train_y, test_h, test_y), losses=losses, seconds=seconds)
 
 
+def progress_bar(iterable: Iterable, **kwargs) -> Iterable:
+    """A tqdm progress bar over ``iterable`` (a widget in Jupyter, text elsewhere) that iterates it once.
+
+    ``tqdm.auto``'s bar also serves ``async for``, and for that calls ``iter(iterable)`` as soon as it is made
+    (tqdm/tqdm#1598). On a DataLoader with workers (and no persistent ones) that starts a second set of workers
+    that nothing reads and nothing stops; in Jupyter the bar sits in a reference cycle, and when the garbage
+    collector finally frees that iterator inside a process forked later (the next epoch's workers), its
+    clean-up fails there: "AssertionError: can only test a child process", once per worker and epoch.
+    """
+    return tqdm(iterable, **kwargs)
+
+
 def supervised_augmentations() -> transforms.Compose:
     """The usual supervised CIFAR-10 augmentation: padded random crop and horizontal flip."""
     return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -157,7 +169,7 @@ def train_supervised(encoder: nn.Module, dataset: Dataset, test_loader: DataLoad
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=5e-4)
     for _ in range(epochs):
         model.train()
-        for x, y in tqdm(loader, desc="supervised", leave=False, disable=not progress):
+        for x, y in progress_bar(loader, desc="supervised", leave=False, disable=not progress):
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
