@@ -2,8 +2,9 @@
 
 It regenerates ``release/`` from ``source/`` with nbgrader, makes a scratch course folder (``demo/`` by
 default) holding three example submissions (the solutions, the untouched release, train_epoch without
-``zero_grad``), grades them with ``python -m autograder.grade`` and prints the grade table. The real thing
-is the same command on your course root: ``python -m autograder.grade [SUBMISSIONS]``.
+``zero_grad``), grades them with ``python -m autograder.grade --feedback`` and prints the grade table. The real
+thing is the same command on your course root: ``python -m autograder.grade [SUBMISSIONS]``, then, once the written
+answers are hand-graded, again with ``--feedback``.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, text in example_submissions().items():
         (incoming / f"{name}.ipynb").write_text(text)
     print(f"== grading {len(list(incoming.glob('*.ipynb')))} example submissions in {root}", flush=True)
-    rows = grade(incoming, root=root, workers=args.workers)
+    rows = grade(incoming, root=root, workers=args.workers, feedback=True)
     print()
     print_table(rows)
     print(f"\ndone in {time.monotonic() - start:.0f} s: grades in {root / 'grades'}, feedback in {root / 'feedback'}")

@@ -8,8 +8,8 @@ SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, d
    sandbox (``isolation.py``; the command refuses to grade where none can be made, unless
    ``--unsafe-no-sandbox``), with the grader's own code read once and checked unchanged before any grade is
    written (``integrity.py``),
-4. runs ``nbgrader autograde --force`` (scores into the gradebook; see ``nbgrader_plugin``) and
-   ``nbgrader generate_feedback --force`` (HTML without hidden tests),
+4. runs ``nbgrader autograde --force`` (scores into the gradebook; see ``nbgrader_plugin``) and, with
+   ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading),
 5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
 """
 from __future__ import annotations
@@ -153,7 +153,9 @@ def _gradebook_rows(db_url: str, rows: dict[str, Row]) -> None:
             for grade in submission.grades:
                 row.max_score += grade.max_score
                 row.score += grade.score or 0.0
-                row.manual_pending += bool(grade.needs_manual_grade)
+                # an answer only a person can score, not scored yet (autograde --force sets needs_manual_grade
+                # again on every hand-graded cell, so that flag cannot tell which are still to do)
+                row.manual_pending += grade.auto_score is None and grade.manual_score is None
                 if grade.cell_type == "code":
                     row.cells[grade.name] = {"points": grade.score, "max": grade.max_score}
 
@@ -198,11 +200,23 @@ def print_table(rows: dict[str, Row]) -> None:
         print(f"{row.student:28} {row.status:7} {tests:>9} {written:>8}  {detail}")
 
 
+def feedback_template_options() -> list[str]:
+    """nbgrader generate_feedback's options for the course's feedback page (``templates/simclr_feedback``):
+    nbgrader's own, with every graded cell named in the list at the top, where nbgrader writes "Test cell"."""
+    import nbgrader
+    nbgrader_templates = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
+    return ["--HTMLExporter.template_name=simclr_feedback", "--HTMLExporter.template_file=simclr_feedback.html.j2",
+            f"--HTMLExporter.extra_template_basedirs={Path(__file__).parent / 'templates'}",
+            f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
+
+
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
-          db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False) -> dict[str, Row]:
+          db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False,
+          feedback: bool = False) -> dict[str, Row]:
     """Grade every submission in ``submissions``; return the rows (also written to ``out``).
 
-    ``limits`` default to the course config's ``c.TrustedChecks`` settings."""
+    ``limits`` default to the course config's ``c.TrustedChecks`` settings. ``feedback`` also writes the
+    students' feedback (do it once the written answers are hand-graded: it shows their scores)."""
     scripts_first_on_path()
     root = root.resolve()
     out = (out or root / "grades").resolve()
@@ -273,13 +287,19 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
     if bad:
         common.append(f"--CourseDirectory.student_id_exclude={','.join(bad)}")
     if good:
-        print("== nbgrader autograde and generate_feedback", flush=True)
-        for command in (["autograde", ASSIGNMENT, "--force", *common], ["generate_feedback", ASSIGNMENT, "--force", *common]):
+        commands = [["autograde", ASSIGNMENT, "--force", *common]]
+        if feedback:
+            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+        print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
+        for command in commands:
             result = nbgrader(command, root)
             if result.returncode != 0:
                 print(f"nbgrader {command[0]} reported errors:\n{result.stderr[-3000:]}", file=sys.stderr)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
+    if not feedback:   # feedback left from an earlier batch is not this grade's
+        for row in rows.values():
+            row.feedback = ""
     write_outputs(rows, out)
     return rows
 
@@ -294,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, help="seconds per check (default: c.TrustedChecks in the config)")
     parser.add_argument("--memory-mb", type=int, help="memory limit of a student process (default: the config's)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the assignment even if the gradebook has it")
+    parser.add_argument("--feedback", action="store_true",
+                        help="also write the students' feedback HTML (after hand-grading: it shows the written answers' scores)")
     parser.add_argument("--unsafe-no-sandbox", action="store_true",
                         help="run student code without the grading sandbox (trusted code only; warns on every run)")
     args = parser.parse_args(argv)
@@ -301,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                            "none" if args.unsafe_no_sandbox else None)
     start = time.monotonic()
     rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
-                 args.regenerate)
+                 args.regenerate, args.feedback)
     print()
     print_table(rows)
     print(f"\n{len(rows)} submissions in {time.monotonic() - start:.0f} s; grades in "

@@ -22,7 +22,7 @@ def graded(tmp_path_factory):
     shutil.copy(ROOT / "nbgrader_config.py", root)
     write_corpus(root / "incoming")
     before = {"repository": attacks.tree_digest(ROOT), "course": attacks.tree_digest(root, ("source", "incoming"))}
-    rows = grade(root / "incoming", root=root, workers=2, limits=LIMITS)
+    rows = grade(root / "incoming", root=root, workers=2, limits=LIMITS, feedback=True)
     after = {"repository": attacks.tree_digest(ROOT), "course": attacks.tree_digest(root, ("source", "incoming"))}
     return root, rows, before, after
 

@@ -67,6 +67,21 @@ def test_release_has_no_outputs():
         assert cell.cell_type != "code" or not cell.outputs, "the release notebook holds outputs"
 
 
+def test_release_ships_the_cell_timeout_of_validate(monkeypatch, tmp_path):
+    """`nbgrader validate` run in the students' folder gives each cell 10 minutes, not nbgrader's 30 s."""
+    from nbgrader.apps.validateapp import ValidateApp
+    from nbgrader.preprocessors import Execute
+
+    def cell_timeout(folder: Path) -> int:
+        monkeypatch.chdir(folder)
+        app = ValidateApp()
+        app.initialize([])
+        return Execute(parent=Validator(config=app.config)).timeout
+
+    assert cell_timeout(tmp_path) < 600, "nbgrader's default changed: this test no longer shows anything"
+    assert cell_timeout(RELEASE) >= 600
+
+
 # ---------------------------------------------------------------- nothing secret in the release
 
 def split_regions(source: str) -> tuple[list[str], list[str]]:

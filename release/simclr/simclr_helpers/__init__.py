@@ -8,7 +8,7 @@ from .data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CIFAR10NotFoundEr
                    one_per_class, resolve_data_dir)
 from .batch_augment import BatchAugment
 from .encoders import SmallCNN, build_encoder, resnet18_cifar
-from .evaluate import extract_features, knn_accuracy, nearest_neighbours, tsne_2d
+from .evaluate import extract_features, knn_accuracy, nearest_neighbours, stratified_sample, tsne_2d
 from .experiments import (DevicePairLoader, LabData, eval_loader, load_lab_data, pair_loader, pretrain, simclr_run,
                           train_supervised)
 from . import checks
@@ -19,5 +19,6 @@ __all__ = [
     "SmallCNN", "Timer", "TwoViewDataset", "balanced_subset", "build_encoder", "choose_preset", "dataset_targets",
     "describe_environment", "eval_loader", "extract_features", "get_eval_transform", "images_as_tensor", "knn_accuracy",
     "load_cifar10", "load_lab_data", "nearest_neighbours", "needs", "offline_copy_available", "one_per_class", "pair_loader",
-    "pick_device", "pretrain", "resnet18_cifar", "seed_everything", "simclr_run", "train_supervised", "tsne_2d",
+    "pick_device", "pretrain", "resnet18_cifar", "seed_everything", "simclr_run", "stratified_sample",
+    "train_supervised", "tsne_2d",
 ]

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
-from tqdm.auto import tqdm
+from tqdm.std import TqdmExperimentalWarning
+
+with warnings.catch_warnings():   # tqdm.auto's choice of bar, without its asyncio part: see progress_bar
+    warnings.simplefilter("ignore", TqdmExperimentalWarning)
+    from tqdm.autonotebook import tqdm
 
 from .data import (CIFAR10_MEAN, CIFAR10_STD, TwoViewDataset, balanced_subset, dataset_targets, get_eval_transform,
                    images_as_tensor, load_cifar10, offline_copy_available)
@@ -26,7 +31,8 @@ class LabData:
     train: Dataset        # the whole training split, items (PIL image, label)
     test: Dataset         # the test split, items (PIL image, label)
     pretrain: Subset      # the preset's class-balanced share of ``train`` for SimCLR (labels unused)
-    probe_train: DataLoader  # evaluation transform, for the linear probe and kNN
+    labelled: Subset      # the labelled training images: the probe's (and the supervised baseline's), items (PIL, label)
+    probe_train: DataLoader  # ``labelled`` with the evaluation transform, for the linear probe and kNN
     probe_test: DataLoader
 
 
@@ -36,10 +42,11 @@ def load_lab_data(preset: Preset, seed: int = 0, root: str | None = None) -> Lab
     train = load_cifar10(train=True, root=root or ("data" if download else None), download=download)
     test = load_cifar10(train=False, root=root or ("data" if download else None), download=download)
     evaluation = get_eval_transform()
-    probe_train = balanced_subset(_with_transform(train, evaluation), preset.probe_fraction, seed=seed + 1)
+    labelled = balanced_subset(train, preset.probe_fraction, seed=seed + 1)
+    probe_train = Subset(_with_transform(train, evaluation), labelled.indices)
     probe_test = balanced_subset(_with_transform(test, evaluation), preset.test_fraction, seed=seed + 2)
     return LabData(train=train, test=test, pretrain=balanced_subset(train, preset.pretrain_fraction, seed=seed),
-                   probe_train=eval_loader(probe_train), probe_test=eval_loader(probe_test))
+                   labelled=labelled, probe_train=eval_loader(probe_train), probe_test=eval_loader(probe_test))
 
 
 class _Transformed(Dataset):
@@ -134,6 +141,18 @@ def simclr_run(data: LabData, augment: Callable, head_factory: Callable[[int], n
     return dict(probe=probe, knn=knn_accuracy(train_h, train_y, test_h, test_y), losses=losses, seconds=seconds)
 
 
+def progress_bar(iterable: Iterable, **kwargs) -> Iterable:
+    """A tqdm progress bar over ``iterable`` (a widget in Jupyter, text elsewhere) that iterates it once.
+
+    ``tqdm.auto``'s bar also serves ``async for``, and for that calls ``iter(iterable)`` as soon as it is made
+    (tqdm/tqdm#1598). On a DataLoader with workers (and no persistent ones) that starts a second set of workers
+    that nothing reads and nothing stops; in Jupyter the bar sits in a reference cycle, and when the garbage
+    collector finally frees that iterator inside a process forked later (the next epoch's workers), its
+    clean-up fails there: "AssertionError: can only test a child process", once per worker and epoch.
+    """
+    return tqdm(iterable, **kwargs)
+
+
 def supervised_augmentations() -> transforms.Compose:
     """The usual supervised CIFAR-10 augmentation: padded random crop and horizontal flip."""
     return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -150,7 +169,7 @@ def train_supervised(encoder: nn.Module, dataset: Dataset, test_loader: DataLoad
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=5e-4)
     for _ in range(epochs):
         model.train()
-        for x, y in tqdm(loader, desc="supervised", leave=False, disable=not progress):
+        for x, y in progress_bar(loader, desc="supervised", leave=False, disable=not progress):
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

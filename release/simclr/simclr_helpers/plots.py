@@ -55,11 +55,14 @@ def show_temperature_effect(similarities: Sequence[float], temperatures: Sequenc
 
 
 def plot_curves(curves: dict[str, Sequence[float]], xlabel: str = "epoch", ylabel: str = "NT-Xent loss",
-                title: str = "") -> None:
-    """Line plot of named series (e.g. the loss per epoch of several runs)."""
+                title: str = "", levels: dict[str, float] | None = None) -> None:
+    """Line plot of named series (e.g. the loss per epoch of several runs); ``levels`` are named values drawn
+    as dashed horizontal lines."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for name, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    for name, value in (levels or {}).items():
+        ax.axhline(value, color="gray", linestyle="--", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -42,6 +42,19 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     return correct / len(test_labels)
 
 
+def stratified_sample(labels: torch.Tensor | np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` items (at most all) with every class of ``labels`` as equally represented as ``n``
+    allows, chosen at random with ``seed``; sorted. For plots of a few points from a class-sorted data set."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    rank = np.empty(len(labels))   # an item's place in a random order of its own class
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rank[rng.permutation(members)] = np.arange(len(members))
+    order = np.lexsort((rng.random(len(labels)), rank))   # first of every class, then second of every class, ...
+    return np.sort(order[:min(n, len(labels))])
+
+
 def tsne_2d(features: torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """A 2-D t-SNE embedding (scikit-learn) of the rows of ``features``, for plotting."""
     from sklearn.manifold import TSNE
