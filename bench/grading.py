@@ -43,7 +43,7 @@ def measure(workers: int, limits: Limits, only: list[str] | None = None) -> dict
         log = io.StringIO()
         start = time.monotonic()
         with contextlib.redirect_stdout(log):
-            rows = grade(root / "incoming", root=root, workers=workers, limits=limits)
+            rows = grade(root / "incoming", root=root, workers=workers, limits=limits, feedback=True)
         total = time.monotonic() - start
     checks_line = next(line for line in log.getvalue().splitlines() if "checks done in" in line)
     checks_s = float(checks_line.split("in")[-1].split()[0])
