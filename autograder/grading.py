@@ -92,6 +92,9 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
         passed, message = False, f"{type(error).__name__}: {error}"
     if check.component in sandbox.cell_errors and not passed:
         message = f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}"
+    elif not passed and "NameError" in message and any(sandbox.left_out.values()):
+        message += ("; the grader runs only the definitions of your answer cells (imports, functions, classes, "
+                    "simple constants), not: " + "; ".join(line for lines in sandbox.left_out.values() for line in lines))
     return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
 
 
@@ -142,7 +145,7 @@ def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
     """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest.
 
     All of a submission's student processes are forks of one sandboxed zygote (``host.SandboxHost``), so the
-    interpreter starts once per submission. ``code``: the grader's files as read at the start of the batch
+    interpreter starts once per submission; each check gets its own (``Limits.isolate``). ``code``: the grader's files as read at the start of the batch
     (default: this process's first read). Raises ``GraderError`` when the sandbox cannot be started for a
     reason that is not the student's."""
     by_component = dict(cells)
@@ -151,9 +154,13 @@ def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
     with SandboxHost(limits, code, _data_dirs() if runs else (), runs and _on_gpu(training)) as host:
         for alone in (False, True):
             inject = REFERENCE_LOSS.read_text() if alone else None
-            with Sandbox(cells, limits, inject=inject, host=host) as sandbox:
-                for check in CHECKS:
-                    if check.alone == alone:
+            checks = [check for check in CHECKS if check.alone == alone]
+            # Isolated: a fresh student process per check, so what a function does when called in one check
+            # cannot reach another check's ops.
+            groups = [[check] for check in checks] if limits.isolate else [checks]
+            for group in groups:
+                with Sandbox(cells, limits, inject=inject, host=host) as sandbox:
+                    for check in group:
                         results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
         ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
         ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered, host)

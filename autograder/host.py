@@ -134,13 +134,14 @@ class SandboxHost:
             raise GraderError(f"the sandbox sent an unexpected reply while {doing}")
         return reply[key]
 
-    def fork(self, memory_mb: int, cpu_s: int, threads: int) -> tuple[int, Channel]:
+    def fork(self, memory_mb: int, cpu_s: int, threads: int, isolate: bool = True) -> tuple[int, Channel]:
         """A fresh student process with these limits: its pid (inside the sandbox) and its channel."""
         for attempt in range(2):  # a zygote that died (the student may kill it) is started again once
             if self._process is None or self._process.poll() is not None:
                 self.start()
             try:
-                self._channel.send({"fork": {"memory_mb": memory_mb, "cpu_s": cpu_s, "threads": threads}})
+                self._channel.send({"fork": {"memory_mb": memory_mb, "cpu_s": cpu_s, "threads": threads,
+                                             "isolate": isolate}})
                 if not self._channel.poll(self.limits.boot_timeout_s):
                     raise GraderError("the sandbox did not fork a student process")
                 _, fds, _, _ = socket.recv_fds(self._control, 1, 1)

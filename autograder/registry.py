@@ -35,7 +35,8 @@ CHECKS: tuple[Check, ...] = (
     Check("test_nt_xent", "nt_xent", partial(visible.check_nt_xent_of, seed=GRADER_SEED)),
     Check("test_nt_xent_formula_hidden", "nt_xent", hidden.nt_xent_formula),
     Check("test_nt_xent_properties_hidden", "nt_xent", hidden.nt_xent_properties),
-    Check("test_train_epoch", "train_epoch", partial(visible.check_train_epoch, seed=GRADER_SEED), alone=True),
+    # The notebook's visible test counts optimizer steps in the student's process; the grader reads them off the weights.
+    Check("test_train_epoch", "train_epoch", partial(hidden.train_epoch_steps, seed=GRADER_SEED), alone=True),
     Check("test_train_epoch_hidden", "train_epoch", hidden.train_epoch, alone=True),
     Check("test_linear_probe", "linear_probe", partial(visible.check_linear_probe, seed=GRADER_SEED)),
     Check("test_linear_probe_hidden", "linear_probe", hidden.linear_probe),

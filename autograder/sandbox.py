@@ -17,7 +17,10 @@ __all__ = ["GraderError", "Limits", "Sandbox", "SandboxHost"]
 class Limits:
     """How a student process runs: ``sandbox`` ("bwrap", or "none" for trusted code only), the wall-clock limit
     of one check and of defining the answer cells, the interpreter's own start-up limit (not the student's
-    time), the memory (data segment) and CPU-time limits, and its threads."""
+    time), the memory (data segment) and CPU-time limits, and its threads. ``isolate``: each check in a fresh
+    student process that runs only the cells' definitions, and student calls that change the modules they are
+    given in a child whose modules the grader reads itself (False only to measure what that protection does:
+    then the cells run whole, once per submission, and every fact comes from the student's process)."""
     check_timeout_s: float = 60.0
     startup_timeout_s: float = 60.0
     boot_timeout_s: float = 300.0
@@ -25,6 +28,7 @@ class Limits:
     cpu_s: int = 3600
     threads: int = 1
     sandbox: str = "bwrap"
+    isolate: bool = True
 
 
 class Sandbox:
@@ -44,6 +48,7 @@ class Sandbox:
                  host: SandboxHost | None = None):
         self.cells, self.limits, self.inject = list(cells), limits, inject
         self.cell_errors: dict[str, str] = {}
+        self.left_out: dict[str, list[str]] = {}
         self.deadline: float | None = None
         self._own_host = host is None
         self.host = host or SandboxHost(limits, code, data_dirs, gpu)
@@ -75,7 +80,8 @@ class Sandbox:
     def _start(self) -> None:
         """Fork a student process and define the cells; leave out any cell that hangs or kills the process."""
         while True:
-            self._pid, self._channel = self.host.fork(self.limits.memory_mb, self.limits.cpu_s, self.limits.threads)
+            self._pid, self._channel = self.host.fork(self.limits.memory_mb, self.limits.cpu_s, self.limits.threads,
+                                                     self.limits.isolate)
             self._channel.send({"cells": self.cells, "inject": self.inject})
             deadline = time.monotonic() + self.limits.startup_timeout_s
             running = None
@@ -86,6 +92,7 @@ class Sandbox:
                         running = message["running"]
                     else:
                         self.cell_errors.update(message["cell_errors"])
+                        self.left_out.update(message.get("left_out", {}))
                         return
             except StudentCodeError as error:
                 self._kill()

@@ -1,10 +1,12 @@
-"""Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2 [--sandbox bwrap none]``.
+"""Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2 [--sandbox bwrap none]
+[--isolate on off]``.
 
 For each worker count and sandbox mode, grades every submission of ``tests/corpus.py`` (or those named with
 ``--only``) with ``autograder.grade`` in a scratch course folder and records, in
-``bench/records/grading-corpus-w<N>-<sandbox>[-<k>of<n>].json``: the wall time of the whole command, its parts
-(checks, nbgrader autograde + feedback), each submission's check time, and the versions. ``--sandbox none``
-measures the grader without isolation (what grading cost before the sandbox).
+``bench/records/grading-corpus-w<N>-<sandbox>[-not-isolated][-<k>of<n>].json``: the wall time of the whole
+command, its parts (checks, nbgrader autograde + feedback), each submission's check time, and the versions.
+``--sandbox none`` measures the grader without the sandbox (what grading cost before it); ``--isolate off``
+without the protection against forged verdicts (``Limits.isolate``: what grading cost before it).
 """
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ def measure(workers: int, limits: Limits, only: list[str] | None = None) -> dict
     checks_s = float(checks_line.split("in")[-1].split()[0])
     per_submission = {name: row.seconds for name, row in rows.items() if row.status == "graded"}
     ordinary = sorted(v for k, v in per_submission.items() if not k.startswith(("tamper_endless", "tamper_sigkill")))
-    return dict(workers=workers, sandbox=limits.sandbox, submissions=len(corpus), of_corpus=len(CORPUS),
+    return dict(workers=workers, sandbox=limits.sandbox, isolate=limits.isolate, submissions=len(corpus),
+                of_corpus=len(CORPUS),
                 graded=len(per_submission), total_s=round(total, 1),
                 checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
                 per_submission_check_s=per_submission,
@@ -63,12 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per check (the corpus test's 15)")
     parser.add_argument("--sandbox", nargs="+", default=["bwrap"], choices=["bwrap", "none"])
+    parser.add_argument("--isolate", nargs="+", default=["on"], choices=["on", "off"])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="grade only these corpus submissions")
     args = parser.parse_args(argv)
-    for sandbox, workers in itertools.product(args.sandbox, args.workers):
-        limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048, sandbox=sandbox)
+    for sandbox, isolate, workers in itertools.product(args.sandbox, args.isolate, args.workers):
+        limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048, sandbox=sandbox,
+                        isolate=isolate == "on")
         record = measure(workers, limits, args.only)
-        part = f"-{record['submissions']}of{record['of_corpus']}" if args.only else ""
+        part = ("" if limits.isolate else "-not-isolated") + \
+            (f"-{record['submissions']}of{record['of_corpus']}" if args.only else "")
         path = RECORDS / f"grading-corpus-w{workers}-{sandbox}{part}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{workers} worker(s): {record['total_s']} s for {record['submissions']} submissions "

@@ -70,8 +70,6 @@ def _rewrite():
                         except OSError:
                             pass
     return changed
-
-_CHANGED = _rewrite()
 '''
 
 DAEMON = f'''
@@ -86,8 +84,22 @@ def _start_daemon():
                                         "{DAEMON_TOKEN}"])
         _os._exit(0)
     _os.wait()
+'''
 
-_start_daemon()
+
+def at_first_call(name: str, payload: str) -> str:
+    """Appended after the definition of ``name``: ``name`` runs ``payload`` the first time it is called. (The grader
+    runs only the definitions at a cell's top level, so a payload must run inside a graded function.)"""
+    return f'''
+_honest_{name} = {name}
+_payload_ran = False
+
+def {name}(*args, **kwargs):
+    global _payload_ran
+    if not _payload_ran:
+        _payload_ran = True
+        {payload}
+    return _honest_{name}(*args, **kwargs)
 '''
 
 
@@ -155,3 +167,97 @@ def tree_digest(root: Path, names: tuple[str, ...] = COURSE_FILES) -> dict[str, 
             if not CACHES & set(path.relative_to(root).parts):
                 digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
+
+
+# --- forged verdicts: code that makes the course's ops report what the checks want ---------------------------
+# Each is combined with a known mistake; isolated grading (the default) scores the honest work, and each
+# succeeds against `Limits(isolate=False)` (tests/test_forgery.py shows both).
+
+# At the top level of the cell: the probe op reports the encoder's state from before the call, on an encoder
+# without the layer that refuses gradients, so a probe that trains the encoder looks frozen.
+FORGE_PROBE_OP = '''
+import simclr_helpers.checks as _checks
+
+def _forged_probe_op(ns, train, test, encoder_state, freeze_bias, num_classes, epochs, lr):
+    encoder = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Identity(), nn.Flatten())
+    encoder.load_state_dict(encoder_state)
+    accuracy = ns["linear_probe"](encoder, train, test, num_classes=num_classes, epochs=epochs, lr=lr, seed=0)
+    return {"accuracy": float(accuracy), "state": {k: v.clone() for k, v in encoder_state.items()}}
+
+_checks.OPS["linear_probe"] = _forged_probe_op
+'''
+
+# At the top level: the optimizer the train_epoch op hands out clears the gradients after every step, so a
+# train_epoch without zero_grad updates the weights as Algorithm 1 does.
+FORGE_TRAIN_OP = '''
+import simclr_helpers.checks as _checks
+
+class _ZeroingCounter(_checks._CountingOptimizer):
+    def step(self, closure=None):
+        result = super().step(closure)
+        self._optimizer.zero_grad()
+        return result
+
+_checks._CountingOptimizer = _ZeroingCounter
+'''
+
+# Inside the call: linear_probe trains the encoder (its refusing layer taken out), then makes the op's reading of
+# the encoder return the state from before the call.
+FORGE_PROBE_IN_CALL = '''
+def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
+    import copy
+    from simclr_helpers import checks
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    if len(encoder) == 4:
+        encoder[2] = nn.Identity()
+    torch.manual_seed(seed)
+    classifier = nn.Linear(encoder(next(iter(train_loader))[0]).shape[1], num_classes)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(classifier.parameters()), lr=lr)
+    for _ in range(epochs):
+        for x, y in train_loader:
+            loss = F.cross_entropy(classifier(encoder(x)), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        right = sum((classifier(encoder(x)).argmax(1) == y).sum().item() for x, y in test_loader)
+    real_state = checks.plain_state
+    checks.plain_state = lambda module: before if module is encoder else real_state(module)
+    return right / sum(len(y) for _, y in test_loader)
+'''
+
+# Inside the call: one optimizer step for every other batch, and the counter of steps set to what it should be.
+FORGE_STEPS_IN_CALL = '''
+def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu", progress=True):
+    losses = []
+    for k, ((x_i, x_j), _labels) in enumerate(loader):
+        loss = nt_xent(head(encoder(x_i)), head(encoder(x_j)), temperature)
+        if k % 2 == 0:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        losses.append(loss.item())
+    if hasattr(optimizer, "steps"):
+        optimizer.steps = len(loader)
+    return float(np.mean(losses))
+'''
+
+
+def forge_every_op(reference_cells: dict[str, str]) -> str:
+    """At the top level: every op runs on the reference's components (inlined under other names), never on the
+    student's, whose cells are left as released."""
+    renamed = []
+    for name, source in reference_cells.items():
+        renamed.append(source.replace(f"def {name}(", f"def _ref_{name}(").replace(f"class {name}(", f"class _ref_{name}("))
+    names = ", ".join(f'"{name}": _ref_{name}' for name in reference_cells)
+    return "\n\n" + "\n\n".join(renamed) + f'''
+
+import simclr_helpers.checks as _checks
+_REFERENCE = {{{names}}}
+
+def _on_the_reference(op):
+    return lambda ns, **kwargs: op({{**ns, **_REFERENCE}}, **kwargs)
+
+for _name, _op in list(_checks.OPS.items()):
+    _checks.OPS[_name] = _on_the_reference(_op)
+'''

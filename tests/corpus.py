@@ -14,13 +14,15 @@ from typing import Callable
 
 import nbformat
 
-from attacks import DAEMON, REWRITE_GRADER
+from attacks import (DAEMON, at_first_call, FORGE_PROBE_IN_CALL, FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER,
+                     forge_every_op)
 from autograder import variants
 from autograder.examples import filled_release, solutions
 from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
                                  HEAD_ATTRIBUTES, HEAD_NO_BN, HEAD_NO_RELU, LOSS_COSINE, LOSS_LOGSUMEXP,
                                  PROBE_NOT_FROZEN, PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
                                  TRAIN_NO_ZERO_GRAD, TRAIN_SAME_VIEW, TRAIN_SEPARATE, loss, train)
+from autograder.registry import COMPONENTS
 from autograder.training_run import RUN_COMPONENT_CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,13 @@ def build(submission: Submission) -> str:
     if submission.edit:
         submission.edit(nb)
     return json.dumps(nb, indent=1)
+
+
+def release_stubs() -> dict[str, str]:
+    """The answer cells as released (``raise NotImplementedError()``), by grade_id."""
+    nb = json.loads(RELEASE.read_text())
+    return {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"]) for c in nb["cells"]
+            if c["cell_type"] == "code" and c["metadata"].get("nbgrader", {}).get("solution")}
 
 
 # --- answer cells --------------------------------------------------------------------------------------
@@ -240,9 +249,22 @@ CORPUS: list[Submission] = [
                cells={"nt_xent": READS_DISK}),
     Submission("tamper_rewrites_grader", "searches the disk, rewrites the grader's plugin and helpers and other "
                "students' notebooks; one direction", NT_XENT,
-               cells={"nt_xent": REWRITE_GRADER + BROKEN["loss_one_direction"][1]}),
+               cells={"nt_xent": BROKEN["loss_one_direction"][1] + REWRITE_GRADER + at_first_call("nt_xent", "_rewrite()")}),
     Submission("tamper_daemon", "starts a daemon (double fork, setsid) that outlives its cell; no ReLU",
-               ("test_projection_head_hidden",), cells={"ProjectionHead": DAEMON + HEAD_NO_RELU}),
+               ("test_projection_head_hidden",), cells={"ProjectionHead": HEAD_NO_RELU + DAEMON + at_first_call("ProjectionHead", "_start_daemon()")}),
+    Submission("forge_probe_op", "the probe op patched to report the encoder from before the call; the probe trains "
+               "the encoder", ("test_linear_probe", "test_linear_probe_hidden"),
+               cells={"linear_probe": PROBE_NOT_FROZEN + FORGE_PROBE_OP}),
+    Submission("forge_train_op", "the train_epoch op's optimizer patched to clear gradients after each step; "
+               "zero_grad missing", ("test_train_epoch_hidden",), cells={"train_epoch": TRAIN_NO_ZERO_GRAD + FORGE_TRAIN_OP}),
+    Submission("forge_every_op", "every op patched to run the reference's components (inlined) instead of the "
+               "student's, which are left as released", tuple(POINTS),
+               cells={**release_stubs(), "get_augmentations": release_stubs()["get_augmentations"] + forge_every_op(
+                   {name: source for name, source in solutions().items() if name in COMPONENTS})}),
+    Submission("forge_probe_in_call", "linear_probe trains the encoder, then patches the op's reading of it",
+               ("test_linear_probe", "test_linear_probe_hidden"), cells={"linear_probe": FORGE_PROBE_IN_CALL}),
+    Submission("forge_steps_in_call", "train_epoch steps on every other batch and sets the step counter it was given",
+               ("test_train_epoch", "test_train_epoch_hidden"), cells={"train_epoch": FORGE_STEPS_IN_CALL}),
     Submission("tamper_endless_call", "nt_xent never returns", NT_XENT, cells={"nt_xent": ENDLESS_CALL}),
     Submission("tamper_endless_definition", "the get_augmentations cell never finishes",
                ("test_get_augmentations", "test_get_augmentations_hidden"),

@@ -48,10 +48,12 @@ def test_ops_return_plain_tensors_from_a_separate_process():
 
 
 def test_only_data_crosses_the_boundary():
-    # unittest.mock.ANY equals everything and pickles fine: only the weights_only load can stop it.
-    forged = ("import simclr_helpers.checks as checks\nfrom unittest.mock import ANY\n"
-              "checks.OPS['nt_xent'] = lambda ns, **kw: {'loss': ANY}\n")
+    # unittest.mock.ANY equals everything and pickles fine: only the weights_only load can stop it. The first
+    # call of nt_xent replaces the op that the second call goes through.
+    forged = attacks.at_first_call("nt_xent", "from unittest.mock import ANY; import simclr_helpers.checks as checks; "
+                                              "checks.OPS['nt_xent'] = lambda ns, **kw: {'loss': ANY}")
     with Sandbox([("nt_xent", LOSS + forged)], FAST) as sandbox:
+        assert _nt_xent(sandbox).item() == 1.0
         with pytest.raises(StudentCodeError, match="not plain data"):
             _nt_xent(sandbox)
 
@@ -69,7 +71,8 @@ def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
 
 
 def test_a_hanging_cell_is_left_out_and_the_others_still_run():
-    cells = [("get_augmentations", "while True:\n    pass\n"), ("nt_xent", LOSS)]
+    # A loop at the top level is not run at all (only definitions are); a constant that takes minutes to compute is.
+    cells = [("get_augmentations", "while True:\n    pass\nX = 10 ** 10 ** 8\n"), ("nt_xent", LOSS)]
     with Sandbox(cells, dataclasses.replace(FAST, startup_timeout_s=3)) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         assert "time limit" in sandbox.cell_errors["get_augmentations"]
@@ -143,7 +146,7 @@ def _within(seconds: float, condition) -> bool:
 
 
 def test_a_daemon_that_double_forks_and_setsids_dies_with_the_student_process():
-    cells = [("get_augmentations", attacks.DAEMON), ("nt_xent", LOSS)]
+    cells = [("nt_xent", LOSS + attacks.DAEMON + attacks.at_first_call("nt_xent", "_start_daemon()"))]
     try:
         with Sandbox(cells, ISOLATED) as sandbox:
             assert _nt_xent(sandbox).item() == 1.0
@@ -207,7 +210,8 @@ def test_an_attacker_changes_neither_its_own_grade_nor_the_next_students_nor_a_r
     shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
     shutil.copy(ROOT / "nbgrader_config.py", root)
     one_direction, no_l2 = BROKEN["loss_one_direction"], BROKEN["loss_no_l2"]
-    submissions = {"a_attacker": attacks.REWRITE_GRADER + one_direction[1], "b_honest_no_l2": no_l2[1]}
+    submissions = {"a_attacker": one_direction[1] + attacks.REWRITE_GRADER + attacks.at_first_call("nt_xent", "_rewrite()"),
+                   "b_honest_no_l2": no_l2[1]}
     (root / "incoming").mkdir()
     for student, loss in submissions.items():
         nb = examples.filled_release({**examples.solutions(), "nt_xent": loss})

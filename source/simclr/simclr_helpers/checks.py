@@ -178,9 +178,23 @@ def toy_models(in_dim: int, rep_dim: int, hidden_dim: int, out_dim: int) -> tupl
     return encoder, head
 
 
+def _watch_here(call: Callable[[], dict], modules: dict[str, nn.Module]) -> tuple[dict, dict[str, dict]]:
+    return call(), {name: plain_state(module) for name, module in modules.items()}
+
+
+# How an op calls student code that changes the modules it is given: ``WATCH(call, modules)`` returns what
+# ``call()`` returns and the modules' state afterwards. In the notebook that is a plain call; the grader installs
+# one that runs ``call`` in a child process and reads the modules' (shared) memory itself afterwards, so the
+# state it reports is what the student's function left, not what code in that process says it left.
+WATCH: Callable[[Callable[[], dict], dict[str, nn.Module]], tuple[dict, dict[str, dict]]] = _watch_here
+
+
 def op_train_epoch(ns: Namespace, batches: list, encoder_state: dict, head_state: dict, dims: list[int],
                    optimizer: str, lr: float, temperature: float, epochs: int = 1) -> dict:
-    """Run ``train_epoch`` ``epochs`` times on fixed batches of views ((x_i, x_j), labels) from given weights."""
+    """Run ``train_epoch`` ``epochs`` times on fixed batches of views ((x_i, x_j), labels) from given weights.
+
+    Returns the weights after, what it returned, and (as the student's process counted them, for messages)
+    the optimizer steps and the inputs the encoder saw."""
     encoder, head = toy_models(*dims)
     encoder.load_state_dict(encoder_state)
     head.load_state_dict(head_state)
@@ -189,32 +203,60 @@ def op_train_epoch(ns: Namespace, batches: list, encoder_state: dict, head_state
     counting = _CountingOptimizer(inner)
     loader = [((x_i.clone(), x_j.clone()), labels.clone()) for (x_i, x_j), labels in batches]
     train_epoch = _component(ns, "train_epoch")
-    returned = [plain_float(_call("train_epoch", train_epoch, encoder, head, loader, counting,
-                                  temperature=temperature, device="cpu", progress=False), "train_epoch's result")
-                for _ in range(epochs)]
-    return {"returned": returned, "steps": counting.steps, "encoder": plain_state(encoder),
-            "head": plain_state(head), "seen": torch.cat(encoder.seen) if encoder.seen else torch.empty(0)}
+
+    def call() -> dict:
+        returned = [plain_float(_call("train_epoch", train_epoch, encoder, head, loader, counting,
+                                      temperature=temperature, device="cpu", progress=False), "train_epoch's result")
+                    for _ in range(epochs)]
+        return {"returned": returned, "steps": int(counting.steps),
+                "seen": torch.cat(encoder.seen) if encoder.seen else torch.empty(0)}
+
+    data, states = WATCH(call, {"encoder": encoder, "head": head})
+    return {**data, "encoder": states["encoder"], "head": states["head"]}
+
+
+class _NoGradientPastHere(torch.autograd.Function):
+    """The identity, whose backward refuses: a probe must not backpropagate into the frozen encoder."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise StudentCodeError("a gradient reached the encoder: extract the features under torch.no_grad() "
+                               "(the encoder is frozen; only the linear classifier learns)")
+
+
+class _Frozen(nn.Module):
+    def forward(self, x):
+        return _NoGradientPastHere.apply(x)
 
 
 def probe_encoder() -> nn.Module:
-    """The encoder the probe checks freeze: a 1x1 convolution, BatchNorm (running statistics), flatten."""
-    return nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Flatten())
+    """The encoder the probe checks freeze: a 1x1 convolution, BatchNorm (running statistics), flatten; no
+    gradient may pass back through it."""
+    return nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), _Frozen(), nn.Flatten())
 
 
 def op_linear_probe(ns: Namespace, train: list, test: list, encoder_state: dict, freeze_bias: bool,
                     num_classes: int, epochs: int, lr: float) -> dict:
-    """``linear_probe`` on a given encoder (left in train mode); returns the accuracy and the encoder after."""
+    """``linear_probe`` on a given encoder (left in train mode); returns the accuracy and the encoder's state after."""
     encoder = probe_encoder()
     encoder.load_state_dict(encoder_state)
     encoder.train()
     if freeze_bias:
         encoder[0].bias.requires_grad_(False)
     copy_of = lambda batches: [(x.clone(), y.clone()) for x, y in batches]
-    accuracy = _call("linear_probe", _component(ns, "linear_probe"), encoder, copy_of(train), copy_of(test),
-                     num_classes=num_classes, epochs=epochs, lr=lr, device="cpu", seed=0)
-    return {"accuracy": plain_float(accuracy, "linear_probe's result"), "state": plain_state(encoder),
-            "requires_grad": [bool(p.requires_grad) for p in encoder.parameters()],
-            "has_grad": [p.grad is not None for p in encoder.parameters()]}
+    probe = _component(ns, "linear_probe")
+
+    def call() -> dict:
+        accuracy = _call("linear_probe", probe, encoder, copy_of(train), copy_of(test), num_classes=num_classes,
+                         epochs=epochs, lr=lr, device="cpu", seed=0)
+        return {"accuracy": plain_float(accuracy, "linear_probe's result")}
+
+    data, states = WATCH(call, {"encoder": encoder})
+    return {**data, "state": states["encoder"]}
 
 
 def op_training_run(ns: Namespace, preset: dict, data_dir: str, device: str, seed: int) -> dict:
