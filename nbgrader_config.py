@@ -28,6 +28,15 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# Sanitising a submission: nbgrader's defaults, except that ClearOutput becomes KeepPlainOutputs, which keeps the
+# printed text and PNG figures of the cells that are not graded (the exercise tables the hand-graded answers cite).
+c.Autograde.sanitize_preprocessors = [
+    "autograder.nbgrader_plugin.KeepPlainOutputs",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 c.TrustedChecks.check_timeout_s = 60       # per check; a hanging function loses that check only
 c.TrustedChecks.memory_mb = 4096           # data-segment limit of the student process
 c.TrustedChecks.boot_timeout_s = 300      # the student process's own start-up (importing torch): not the student's time

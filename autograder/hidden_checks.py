@@ -30,13 +30,10 @@ GRAY_P, JITTER_P, DRAWS = 0.2, 0.8, 1000
 
 def get_augmentations(student) -> None:
     """Gray and colour-jittered views at about their probabilities; random crops; Normalize is exactly last."""
-    uniform = torch.tensor([200, 60, 30], dtype=torch.uint8).expand(32, 32, 3).contiguous()
-    original = uniform.permute(2, 0, 1).float() / 255
+    uniform = ops.uniform_image()
     views = student.run("augment", image=uniform, n=DRAWS, normalize=False, seed=1)
     assert views.shape == (DRAWS, 3, 32, 32), f"expected views of shape (3, 32, 32), got {tuple(views.shape[1:])}"
-    gray = (views[:, 0] == views[:, 1]).flatten(1).all(1) & (views[:, 1] == views[:, 2]).flatten(1).all(1)
-    jittered = ~gray & ((views - original).abs().flatten(1).amax(1) > 1e-6)
-    gray_rate, jitter_rate = gray.float().mean().item(), jittered.sum().item() / max(1, int((~gray).sum()))
+    gray_rate, jitter_rate = ops.view_rates(views, uniform)
     assert abs(gray_rate - GRAY_P) < 0.05, f"{100 * gray_rate:.1f} % of the views are gray; expected about 20 %"
     assert abs(jitter_rate - JITTER_P) < 0.05, (
         f"{100 * jitter_rate:.1f} % of the colour views are colour-jittered; expected about 80 %")

@@ -81,3 +81,45 @@ class TrustedChecks(NbGraderPreprocessor):
                 cell.outputs = [new_output("error", ename="CheckFailed", evalue=result["message"],
                                            traceback=[f"CheckFailed: {result['message']}"])]
         return nb, resources
+
+
+class KeepPlainOutputs(NbGraderPreprocessor):
+    """nbgrader's ClearOutput, except that the student's own results stay in the cells that are not graded.
+
+    A hand-grader scores the written answers' "use of the student's own numbers", so the exercise tables (and
+    every other ungraded cell's printed text and PNG figures) stay in the autograded copy and the feedback. Only
+    inert kinds stay: stdout and ``text/plain``/``image/png`` data; HTML, SVG and JavaScript (which would run
+    in the formgrader's page), stderr and errors go. Graded cells are cleared: their outputs are the grader's.
+    """
+
+    kept_mimetypes = ("text/plain", "image/png")
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict, index: int):
+        if cell.cell_type != "code":
+            return cell, resources
+        graded = cell.metadata.get("nbgrader", {}).get("grade") or cell.metadata.get("nbgrader", {}).get("solution")
+        kept = [] if graded else [self._plain(output) for output in cell.get("outputs", [])]
+        cell.outputs = [output for output in kept if output is not None]
+        cell.execution_count = None
+        return cell, resources
+
+    def _plain(self, output: NotebookNode) -> NotebookNode | None:
+        if output.get("output_type") == "stream":
+            return new_output("stream", name="stdout", text=str(output.get("text", ""))) \
+                if output.get("name") == "stdout" else None
+        if output.get("output_type") in ("execute_result", "display_data"):
+            data = {key: value for key, value in output.get("data", {}).items() if key in self.kept_mimetypes}
+            if "image/png" in data and not _is_base64(data["image/png"]):
+                del data["image/png"]
+            return new_output("display_data", data=data) if data else None
+        return None
+
+
+def _is_base64(text) -> bool:
+    import base64
+    import binascii
+    try:
+        base64.b64decode("".join(text) if isinstance(text, list) else str(text), validate=True)
+        return True
+    except (binascii.Error, ValueError):
+        return False

@@ -24,18 +24,6 @@ import signal
 import socket
 import sys
 
-PREAMBLE = """
-import copy
-import math
-import os
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torchvision import transforms
-import simclr_helpers as lab
-"""
-
 
 def _channel(sock: socket.socket):
     """send/receive of whole messages over a connected socket."""
@@ -180,8 +168,9 @@ def main() -> None:
     _not_dumpable()
     control = socket.socket(fileno=int(sys.argv[1]))
     sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))] + sys.argv[2:]
+    from simclr_helpers.definitions import NOTEBOOK_IMPORTS
     preamble: dict = {"__name__": "__main__"}
-    exec(PREAMBLE, preamble)
+    exec(NOTEBOOK_IMPORTS, preamble)
     import simclr_helpers.checks  # noqa: F401 - imported once here, inherited by every student process
     import simclr_helpers.definitions  # noqa: F401
     control_fd = control.fileno()

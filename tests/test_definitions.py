@@ -5,7 +5,6 @@ import pytest
 
 from autograder.examples import solutions
 from autograder.variants import CORRECT, PROBE_OWN_LOOP
-from autograder.worker import PREAMBLE
 from simclr_helpers import checks, definitions
 
 
@@ -18,7 +17,7 @@ def _ops_restored():
 
 def _namespace() -> dict:
     namespace = {"__name__": "__main__"}
-    exec(PREAMBLE, namespace)
+    exec(definitions.NOTEBOOK_IMPORTS, namespace)
     return namespace
 
 

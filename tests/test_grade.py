@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+from nbformat.v4 import new_output
 import pytest
 from nbgrader.api import Gradebook
 
@@ -28,10 +29,27 @@ def cells(kind: str) -> list[str]:
 def written_answers_only() -> str:
     """The release with every written answer filled in (an unchanged answer is scored 0 by nbgrader itself)."""
     nb = nbformat.read(ROOT / "release" / "simclr" / f"{NOTEBOOK}.ipynb", as_version=4)
-    for cell in nb.cells:
+    first_answer = True
+    for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown" and cell.metadata.get("nbgrader", {}).get("grade"):
             cell.source = "The run without colour jitter lost the most accuracy."
+            if first_answer:  # the exercise cell above it, as the student ran it
+                exercise = next(c for c in reversed(nb.cells[:index]) if c.cell_type == "code")
+                exercise.outputs = EXERCISE_OUTPUTS
+                first_answer = False
+        elif cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.outputs = [new_output("stream", name="stdout", text="passed, trust me\n")]
     return nbformat.writes(nb)
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+EXERCISE_OUTPUTS = [
+    new_output("stream", name="stdout", text="run              probe\nno colour jitter 45.2 %\n"),
+    new_output("stream", name="stderr", text="100%|##########| 3/3 [00:01<00:00]\n"),
+    new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure size 640x480>"}),
+    new_output("display_data", data={"text/html": "<script>steal(document.cookie)</script>",
+                                     "image/svg+xml": "<svg onload='steal()'/>"}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +90,17 @@ def test_feedback_only_when_asked_and_every_graded_cell_named(regraded):
         assert f"<code>{grade_id}</code>" in toc, f"the feedback's list of cells does not name {grade_id}"
     assert "Score: 1.5 / 2.0" in toc
     assert "BEGIN HIDDEN TESTS" not in html and "run_in_kernel" not in html
+
+
+def test_the_exercise_tables_reach_the_hand_grader_and_nothing_that_runs(regraded, tmp_path_factory):
+    copies = list(Path(tmp_path_factory.getbasetemp()).rglob(f"autograded/{STUDENT}/{ASSIGNMENT}/{NOTEBOOK}.ipynb"))
+    assert len(copies) == 1, copies
+    nb = nbformat.read(copies[0], as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" and not c.metadata.get("nbgrader", {}).get("grade")
+               for o in c.get("outputs", [])]
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["run              probe\nno colour jitter 45.2 %\n"]
+    kinds = {key for o in outputs if o.output_type == "display_data" for key in o.data}
+    assert kinds == {"image/png", "text/plain"}, kinds
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
+            assert all("trust me" not in str(o) for o in cell.outputs), "a test cell kept the student's output"

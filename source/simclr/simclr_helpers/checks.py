@@ -302,6 +302,20 @@ def random_image(seed: int, size: int = 32) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
+def uniform_image() -> torch.Tensor:
+    """A 32x32 image of one colour: any view that is not gray and differs from it was colour-jittered."""
+    return torch.tensor([200, 60, 30], dtype=torch.uint8).expand(32, 32, 3).contiguous()
+
+
+def view_rates(views: torch.Tensor, image: torch.Tensor) -> tuple[float, float]:
+    """For views (n, 3, H, W in [0, 1]) of ``uniform_image()``: the share of gray views, and the share of the
+    colour views that were colour-jittered."""
+    original = image.permute(2, 0, 1).float() / 255
+    gray = (views[:, 0] == views[:, 1]).flatten(1).all(1) & (views[:, 1] == views[:, 2]).flatten(1).all(1)
+    jittered = ~gray & ((views - original).abs().flatten(1).amax(1) > 1e-6)
+    return gray.float().mean().item(), jittered.sum().item() / max(1, int((~gray).sum()))
+
+
 def toy_batches(n_batches: int = 3, n: int = 8, d: int = 12, seed: int = 0) -> list:
     """Pairs of noisy views of random points: ((x_i, x_j), labels) batches a tiny encoder can learn from."""
     gen = torch.Generator().manual_seed(seed)
@@ -390,8 +404,24 @@ def check_nt_xent(loss_fn: Callable, seed: int = 0) -> None:
         expected = math.log(1 + (2 * n - 2) * math.exp(-1 / tau))
         got = loss_fn(e, e.clone(), tau).item()
         assert abs(got - expected) < 1e-5, (
-            f"orthonormal pairs, N={n}, tau={tau}: expected {expected:.6f}, got {got:.6f} "
-            "(is the self-similarity excluded, and the mean taken over all 2N anchors?)")
+            f"orthonormal pairs, N={n}, tau={tau}: expected {expected:.6f}, got {got:.6f} ({_likely_cause(got, n, tau)})")
+
+
+def _likely_cause(got: float, n: int, tau: float) -> str:
+    """What a wrong value of the orthonormal-pairs case most likely means (it matches a known mistake's value)."""
+    right = math.log(1 + (2 * n - 2) * math.exp(-1 / tau))
+    known = {
+        math.log(1 + (2 * n - 2) * math.exp(-tau)): "the similarities look multiplied by the temperature: divide "
+                                                    "them by it (sim / tau)",
+        math.log(2 + (2 * n - 2) * math.exp(-1 / tau)): "each anchor's similarity with itself looks included among "
+                                                        "the negatives: exclude the diagonal",
+        2 * right: "the value is twice the right one: average over all 2N anchors (the sum divided by 2N, not N)",
+        right / 2: "the value is half the right one: average over all 2N anchors, both views as anchors",
+    }
+    for value, cause in known.items():
+        if abs(got - value) < 1e-5:
+            return cause
+    return "is the self-similarity excluded, tau dividing the similarities, and the mean taken over all 2N anchors?"
 
 
 def check_train_epoch(student, seed: int = 0) -> None:

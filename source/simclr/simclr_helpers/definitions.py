@@ -22,6 +22,19 @@ from torch import nn
 
 Namespace = dict[str, Any]
 
+# What section 0 of the notebook imports: the names an answer cell may use without importing them itself.
+NOTEBOOK_IMPORTS = """
+import copy
+import math
+import os
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms
+import simclr_helpers as lab
+"""
+
 LIBRARIES = ("torch", "torchvision", "numpy", "math")
 BUILTIN_TYPES = (int, float, bool, str, bytes, tuple, list, dict, set, frozenset, range, slice, complex)
 FACTORIES = {torch.tensor, torch.as_tensor, torch.zeros, torch.ones, torch.full, torch.empty, torch.arange,
