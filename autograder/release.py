@@ -1,5 +1,6 @@
 """Regenerate the students' copy: ``python -m autograder.release [assignment]`` runs
-``nbgrader generate_assignment --force`` on ``source/<assignment>`` and writes ``release/<assignment>``.
+``nbgrader generate_assignment --force`` on ``source/<assignment>``, writes ``release/<assignment>``, and zips it
+into ``dist/<assignment>.zip`` (not committed): the file students upload in the notebook's setup cell on Colab.
 """
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
@@ -41,11 +43,23 @@ def generate_release(assignment: str = DEFAULT_ASSIGNMENT, course_root: Path = C
     return release
 
 
+def zip_release(release: Path, archive: Path) -> Path:
+    """``release`` (a folder) as a zip whose entries start with the folder's name; caches left out."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for path in sorted(release.rglob("*")):
+            if path.is_file() and not {"__pycache__", ".ipynb_checkpoints", ".hypothesis"} & set(path.parts):
+                out.write(path, Path(release.name) / path.relative_to(release))
+    return archive
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("assignment", nargs="?", default=DEFAULT_ASSIGNMENT)
     args = parser.parse_args(argv)
-    print(f"released {generate_release(args.assignment).relative_to(COURSE_ROOT)}")
+    release = generate_release(args.assignment)
+    archive = zip_release(release, COURSE_ROOT / "dist" / f"{args.assignment}.zip")
+    print(f"released {release.relative_to(COURSE_ROOT)}; for Colab: {archive.relative_to(COURSE_ROOT)}")
 
 
 if __name__ == "__main__":
