@@ -74,7 +74,7 @@ def test_written_answers_are_pending_until_hand_graded_and_stay_graded_after_a_r
     first, _, second = regraded
     assert first.status == second.status == "graded", (first.error, second.error)
     written = len(cells("markdown"))
-    assert written == 6 and first.manual_pending == written
+    assert written == 3 and first.manual_pending == written
     assert second.manual_pending == 0, "the regrade counts hand-graded answers as still to do"
     assert second.score == pytest.approx(1.5 * written), "the hand-graded scores did not survive the regrade"
     print_table({STUDENT: second})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import multiprocessing
+import re
 import sys
 from pathlib import Path
 
@@ -50,9 +51,15 @@ class Recorder:
         return call
 
 
-def run_cell(marker: str, **namespace) -> dict:
+def run_cell(marker: str, switch_on: str = "", **namespace) -> dict:
+    """Run the cell containing ``marker`` in ``namespace``; ``switch_on``: an optional exercise's RUN_... switch,
+    set to True as the student would."""
     namespace.setdefault("timer", lab.Timer())
-    exec(cell_source(marker), namespace)
+    source = cell_source(marker)
+    if switch_on:
+        assert f"{switch_on} = False" in source, f"no {switch_on} switch in the cell"
+        source = source.replace(f"{switch_on} = False", f"{switch_on} = True")
+    exec(source, namespace)
     return namespace
 
 
@@ -120,7 +127,7 @@ def test_supervised_baseline_learns_from_the_probes_labelled_images(lab_data):
                         build_encoder=lambda name: torch.nn.Identity())
     fake_plots = Recorder(plots, show_results=lambda *args, **kwargs: None)
     preset = lab.PRESETS["cpu"]
-    run_cell("lab.train_supervised(", lab=fake_lab, plots=fake_plots, data=lab_data, preset=preset,
+    run_cell("lab.train_supervised(", switch_on="RUN_SUPERVISED", lab=fake_lab, plots=fake_plots, data=lab_data, preset=preset,
              RUN_EXERCISES=True, probe={"SimCLR encoder": 0.5}, device="cpu", SHOW_PROGRESS=False)
     (args, kwargs), = fake_lab.calls["train_supervised"]
     dataset = args[1] if len(args) > 1 else kwargs["dataset"]
@@ -198,3 +205,21 @@ def test_supervised_baseline_leaves_no_worker_clean_up_to_other_processes(capfd,
         gc.collect()
     err = capfd.readouterr().err
     assert "can only test a child process" not in err and "can only join a child process" not in err, err[-2000:]
+
+
+# ---------------------------------------------------------------- the student's path (issue 11, item 9)
+
+def test_optional_exercises_are_off_and_ungraded_and_the_required_ones_graded():
+    section, optional_sections, graded, switches = "", set(), {}, {}
+    for cell in nbformat.read(NOTEBOOK, as_version=4).cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("### 8."):
+            section = cell.source.splitlines()[0]
+            if "Optional" in section:
+                optional_sections.add(section)
+        if cell.metadata.get("nbgrader", {}).get("grade") and cell.cell_type == "markdown":
+            graded[cell.metadata.nbgrader["grade_id"]] = section
+        if cell.cell_type == "code" and section in optional_sections:
+            switches.update(re.findall(r"(?m)^(RUN_[A-Z0-9_]+) = (\w+)", cell.source))
+    assert set(graded) == {"answer_augmentations", "answer_temperature", "answer_h_vs_z"}
+    assert not set(graded.values()) & optional_sections, "an optional exercise has a graded answer"
+    assert len(optional_sections) == 5 and switches and set(switches.values()) == {"False"}, switches
