@@ -15,9 +15,9 @@ if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
-echo "== installing torch 2.14.1, torchvision 0.29.1 and the course package (log: .venv/install.log)"
+echo "== installing torch 2.14.1, torchvision 0.29.1 and the course package with its extras (log: .venv/install.log)"
 start=$(date +%s)
-if ! .venv/bin/python -m pip install --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e . \
+if ! .venv/bin/python -m pip install --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[postgres,dask,test]' \
         > .venv/install.log 2>&1; then
     grep -v "is ignored: it is neither a file nor a directory" .venv/install.log | tail -n 30
     echo "setup.sh: pip install failed; the full log is .venv/install.log" >&2

@@ -4,19 +4,23 @@ SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, d
 ``submitted/``) or a plain folder of ``.ipynb`` files (the student id is the file name). The command
 1. generates the assignment with nbgrader if the gradebook does not know it yet,
 2. reads every notebook; a corrupt or foreign one gets an error row and is left out,
-3. runs the checks of every submission in parallel workers, each on student processes in the grading
-   sandbox (``isolation.py``; the command refuses to grade where none can be made, unless
-   ``--unsafe-no-sandbox``), with the grader's own code read once and checked unchanged before any grade is
-   written (``integrity.py``),
-4. runs ``nbgrader autograde --force`` (scores into the gradebook; see ``nbgrader_plugin``) and, with
+3. runs the checks of every submission in parallel workers (local processes, or a Dask cluster with
+   ``--scheduler``: ``dask_grading.py``), each on student processes in the grading sandbox (``isolation.py``;
+   the command refuses to grade where none can be made, unless ``--unsafe-no-sandbox``), with the grader's own
+   code read once and checked unchanged before any grade is written (``integrity.py``),
+4. runs ``nbgrader autograde --force`` on this batch's students (scores into the gradebook, SQLite or
+   PostgreSQL: ``gradebook.py``; see ``nbgrader_plugin``) and, with
    ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading),
 5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import fcntl
+import itertools
 import json
 import multiprocessing
 import os
@@ -28,15 +32,18 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import nbformat
 
 from . import isolation
-from .grading import answer_cells, grade_notebook_file
+from .gradebook import database_url, require_reachable
+from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
+from .jobs import Job, Outcome, grade_job
 from .registry import CHECKS, GRADE_IDS
 from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
-from .sandbox import GraderError, Limits
+from .sandbox import Limits
 from .training_run import TrainingRunSettings, preflight
 
 ASSIGNMENT, NOTEBOOK = "simclr", "simclr_lab"
@@ -102,15 +109,31 @@ def precheck(path: Path) -> str:
     return ""
 
 
-def _grade_one(args: tuple[str, str, Limits, TrainingRunSettings, CodeSnapshot]) -> tuple[str, dict | str, float]:
-    """One submission's check results, or the reason it could not be graded (not the student's fault)."""
-    student, path, limits, training, code = args
-    start = time.monotonic()
-    try:
-        result = grade_notebook_file(Path(path), limits, training, code)
-    except (GraderError, GraderTampered, isolation.SandboxUnavailable) as error:
-        result = f"not graded: {error}"
-    return student, result, time.monotonic() - start
+def read_job(student: str, path: Path, limits: Limits, training: TrainingRunSettings) -> Job:
+    """The job of one submission (a notebook ``precheck`` accepted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nb = nbformat.read(str(path), as_version=4)
+    return Job(student, tuple(answer_cells(nb)), limits, training)
+
+
+def local_pool(jobs: list[Job], code: CodeSnapshot, workers: int) -> Iterator[Outcome]:
+    """Grade the jobs on this machine, ``workers`` at a time, in submission order."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(grade_job, jobs, itertools.repeat(code))
+
+
+@contextlib.contextmanager
+def course_lock(root: Path) -> Iterator[None]:
+    """Held while a grade command changes the course folder (``submitted/``, nbgrader's steps), so that grade
+    commands sharing one folder take turns there; their checks still run at the same time."""
+    with open(root / ".grading.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _report_code_changes(code: CodeSnapshot, record: Path) -> None:
@@ -212,31 +235,18 @@ def feedback_template_options() -> list[str]:
 
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
           db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False,
-          feedback: bool = False) -> dict[str, Row]:
+          feedback: bool = False, scheduler: str | None = None) -> dict[str, Row]:
     """Grade every submission in ``submissions``; return the rows (also written to ``out``).
 
     ``limits`` default to the course config's ``c.TrustedChecks`` settings. ``feedback`` also writes the
-    students' feedback (do it once the written answers are hand-graded: it shows their scores)."""
+    students' feedback (do it once the written answers are hand-graded: it shows their scores). ``scheduler``
+    (``tcp://HOST:8786``) sends the checks to a Dask cluster (``dask_grading``) instead of ``workers`` local
+    processes; nbgrader's steps stay here."""
     scripts_first_on_path()
     root = root.resolve()
     out = (out or root / "grades").resolve()
-    db_url = db_url or f"sqlite:///{root / 'gradebook.db'}"
-    if db_url.startswith("postgresql"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise SystemExit("a postgresql:// gradebook needs the psycopg driver: pip install 'psycopg[binary]'")
-    db_option = f"--CourseDirectory.db_url={db_url}"
-    from nbgrader.api import Gradebook, MissingEntry
-    with Gradebook(db_url) as gradebook:
-        try:
-            gradebook.find_assignment(ASSIGNMENT)
-        except MissingEntry:
-            regenerate = True
-    if regenerate:
-        print(f"== generating the assignment {ASSIGNMENT} (nbgrader generate_assignment)", flush=True)
-        generate_release(ASSIGNMENT, root, extra=[db_option])
-
+    db_url = database_url(db_url, root)
+    require_reachable(db_url)
     config = course_config(root)
     limits = limits or course_limits(config)
     try:
@@ -244,9 +254,32 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
     except isolation.SandboxUnavailable as error:
         raise SystemExit(f"not grading: {error}") from None
     training = TrainingRunSettings.from_config(config)
-    preflight(training)
     code = CodeSnapshot.read()
-    notebooks = collect(submissions.resolve(), root)
+    if not scheduler:
+        preflight(training)   # on a cluster, each worker checks its own copy of the data
+        return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback)
+    from .dask_grading import ClusterGrader
+    with ClusterGrader(scheduler, code) as cluster:   # the cluster is checked before anything is graded
+        return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
+                            cluster)
+
+
+def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, db_url: str, limits: Limits,
+                 training: TrainingRunSettings, code: CodeSnapshot, regenerate: bool, feedback: bool,
+                 cluster=None) -> dict[str, Row]:
+    """``grade`` once its inputs are checked: ``cluster``, a ``dask_grading.ClusterGrader``, or the local pool."""
+    db_option = f"--CourseDirectory.db_url={db_url}"
+    from nbgrader.api import Gradebook, MissingEntry
+    with course_lock(root):
+        with Gradebook(db_url) as gradebook:
+            try:
+                gradebook.find_assignment(ASSIGNMENT)
+            except MissingEntry:
+                regenerate = True
+        if regenerate:
+            print(f"== generating the assignment {ASSIGNMENT} (nbgrader generate_assignment)", flush=True)
+            generate_release(ASSIGNMENT, root, extra=[db_option])
+        notebooks = collect(submissions.resolve(), root)
     sandbox = "bwrap" if limits.sandbox == "bwrap" else f"{limits.sandbox} (UNSAFE: {isolation.UNSAFE_WARNING})"
     rows = {student: Row(student, sandbox=sandbox) for student in notebooks}
     for student, path in notebooks.items():
@@ -254,24 +287,29 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
         if problem:
             rows[student].status, rows[student].error = "error", problem
     good = [s for s in notebooks if rows[s].status == "graded"]
-    workers = workers or max(1, os.cpu_count() or 1)
-    print(f"== checking {len(good)} submissions with {workers} workers ({len(rows) - len(good)} unreadable)", flush=True)
+    jobs = [read_job(s, notebooks[s], limits, training) for s in good]
     checks_dir = out / "checks"
     checks_dir.mkdir(parents=True, exist_ok=True)
     _report_code_changes(code, out / "grader-code.json")
     start = time.monotonic()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        jobs = [(s, str(notebooks[s]), limits, training, code) for s in good]
-        for student, result, seconds in pool.map(_grade_one, jobs):
-            rows[student].seconds = round(seconds, 1)
-            if isinstance(result, str):
-                rows[student].status, rows[student].error = "error", result
-                print(f"   {student}: {result}", flush=True)
-                continue
-            (checks_dir / f"{student}.json").write_text(json.dumps(result))
-            print(f"   {student}: {sum(r['passed'] for r in result['results'].values())}/{len(result['results'])} "
-                  f"checks passed ({seconds:.1f} s)", flush=True)
+    if cluster is not None:
+        print(f"== checking {len(good)} submissions on the Dask cluster at {cluster.address} "
+              f"({len(rows) - len(good)} unreadable)", flush=True)
+        outcomes = cluster.grade(jobs)
+    else:
+        workers = workers or max(1, os.cpu_count() or 1)
+        print(f"== checking {len(good)} submissions with {workers} workers ({len(rows) - len(good)} unreadable)",
+              flush=True)
+        outcomes = local_pool(jobs, code, workers)
+    for student, result, seconds in outcomes:
+        rows[student].seconds = round(seconds, 1)
+        if isinstance(result, str):
+            rows[student].status, rows[student].error = "error", result
+            print(f"   {student}: {result}", flush=True)
+            continue
+        (checks_dir / f"{student}.json").write_text(json.dumps(result))
+        print(f"   {student}: {sum(r['passed'] for r in result['results'].values())}/{len(result['results'])} "
+              f"checks passed ({seconds:.1f} s)", flush=True)
     print(f"   checks done in {time.monotonic() - start:.1f} s", flush=True)
     try:
         verify_unchanged(code)
@@ -279,22 +317,25 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
         raise SystemExit(f"not grading: {error}") from None
     good = [s for s in notebooks if rows[s].status == "graded"]
 
-    bad = [s for s in notebooks if rows[s].status != "graded"]
     common = [db_option, f"--TrustedChecks.results_directory={checks_dir}",
               f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
               f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
               f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
-    if bad:
-        common.append(f"--CourseDirectory.student_id_exclude={','.join(bad)}")
-    if good:
-        commands = [["autograde", ASSIGNMENT, "--force", *common]]
-        if feedback:
-            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
-        print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
-        for command in commands:
-            result = nbgrader(command, root)
-            if result.returncode != 0:
-                print(f"nbgrader {command[0]} reported errors:\n{result.stderr[-3000:]}", file=sys.stderr)
+    with course_lock(root):
+        # nbgrader's steps see every student in submitted/: this batch's graded ones only, so that a grade
+        # command never autogrades (and races on) another batch's students
+        others = sorted(p.name for p in (root / "submitted").iterdir() if p.is_dir() and p.name not in good)
+        if others:
+            common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
+        if good:
+            commands = [["autograde", ASSIGNMENT, "--force", *common]]
+            if feedback:
+                commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+            print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
+            for command in commands:
+                result = nbgrader(command, root)
+                if result.returncode != 0:
+                    print(f"nbgrader {command[0]} reported errors:\n{result.stderr[-3000:]}", file=sys.stderr)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
     if not feedback:   # feedback left from an earlier batch is not this grade's
@@ -310,7 +351,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", type=Path, default=COURSE_ROOT, help="course root (nbgrader_config.py, source/)")
     parser.add_argument("--out", type=Path, help="grades folder (default: <root>/grades)")
     parser.add_argument("--workers", type=int, help="parallel submissions (default: CPU count)")
-    parser.add_argument("--db", help="gradebook URL (default: sqlite:///<root>/gradebook.db; postgresql://... works)")
+    parser.add_argument("--db", help="gradebook URL (default: sqlite:///<root>/gradebook.db; or "
+                        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with pip install -e '.[postgres]')")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                        help="grade the checks on this Dask cluster (pip install -e '.[dask]'; see autograder/dask_grading.py) "
+                             "instead of local processes")
     parser.add_argument("--timeout", type=float, help="seconds per check (default: c.TrustedChecks in the config)")
     parser.add_argument("--memory-mb", type=int, help="memory limit of a student process (default: the config's)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the assignment even if the gradebook has it")
@@ -323,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
                            "none" if args.unsafe_no_sandbox else None)
     start = time.monotonic()
     rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
-                 args.regenerate, args.feedback)
+                 args.regenerate, args.feedback, args.scheduler)
     print()
     print_table(rows)
     print(f"\n{len(rows)} submissions in {time.monotonic() - start:.0f} s; grades in "

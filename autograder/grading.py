@@ -119,9 +119,8 @@ def training_sandbox(cells: list[tuple[str, str]], limits: Limits, settings: Tra
 
 
 def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: TrainingRunSettings,
-                        results: dict[str, CheckResult], host: SandboxHost) -> CheckResult:
+                        components_pass: bool, host: SandboxHost) -> CheckResult:
     start = time.monotonic()
-    components_pass = all(results[grade_id].passed for grade_id in RUN_COMPONENT_CELLS)
     with contextlib.ExitStack() as stack:
         sandbox = stack.enter_context(training_sandbox(cells, limits, settings, host=host)) \
             if will_run(settings) else None
@@ -139,19 +138,30 @@ def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: 
     return CheckResult(TRAINING_RUN_ID, passed, message[:2000], round(time.monotonic() - start, 2))
 
 
+def components_pass(results: dict[str, dict]) -> bool:
+    """Whether the checks of the four components the training run uses passed (results as dicts)."""
+    return all(results[grade_id]["passed"] for grade_id in RUN_COMPONENT_CELLS)
+
+
+def _training_host(limits: Limits, settings: TrainingRunSettings, code: CodeSnapshot | None) -> SandboxHost:
+    runs = will_run(settings)
+    return SandboxHost(limits, code, _data_dirs() if runs else (), runs and _on_gpu(settings))
+
+
 def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
-                training: TrainingRunSettings = TrainingRunSettings(),
+                training: TrainingRunSettings | None = TrainingRunSettings(),
                 code: CodeSnapshot | None = None) -> dict[str, CheckResult]:
     """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest.
 
     All of a submission's student processes are forks of one sandboxed zygote (``host.SandboxHost``), so the
-    interpreter starts once per submission; each check gets its own (``Limits.isolate``). ``code``: the grader's files as read at the start of the batch
-    (default: this process's first read). Raises ``GraderError`` when the sandbox cannot be started for a
-    reason that is not the student's."""
+    interpreter starts once per submission; each check gets its own (``Limits.isolate``). ``training=None``
+    leaves the training run out (``grade_training_run`` grades it apart, on a GPU worker). ``code``: the
+    grader's files as read at the start of the batch (default: this process's first read). Raises
+    ``GraderError`` when the sandbox cannot be started for a reason that is not the student's."""
     by_component = dict(cells)
     results: dict[str, CheckResult] = {}
-    runs = will_run(training)
-    with SandboxHost(limits, code, _data_dirs() if runs else (), runs and _on_gpu(training)) as host:
+    host = _training_host(limits, training, code) if training is not None else SandboxHost(limits, code)
+    with host:
         for alone in (False, True):
             inject = REFERENCE_LOSS.read_text() if alone else None
             checks = [check for check in CHECKS if check.alone == alone]
@@ -163,15 +173,14 @@ def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
                     for check in group:
                         results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
         ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
-        ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, ordered, host)
+        if training is not None:
+            passing = components_pass({k: asdict(v) for k, v in ordered.items()})
+            ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, passing, host)
     return ordered
 
 
-def grade_notebook_file(path: Path, limits: Limits = Limits(),
-                        training: TrainingRunSettings = TrainingRunSettings(),
-                        code: CodeSnapshot | None = None) -> dict:
-    """Grade a notebook file: {"digest", "results": {grade_id: CheckResult as dict}}; raises on unreadable files."""
-    nb = nbformat.read(str(path), as_version=4)
-    cells = answer_cells(nb)
-    results = grade_cells(cells, limits, training, code)
-    return {"digest": digest(cells), "results": {k: asdict(v) for k, v in results.items()}}
+def grade_training_run(cells: list[tuple[str, str]], limits: Limits, training: TrainingRunSettings,
+                       results: dict[str, dict], code: CodeSnapshot | None = None) -> CheckResult:
+    """The training run alone, in a sandbox of its own, given the checks' ``results`` (as dicts)."""
+    with _training_host(limits, training, code) as host:
+        return _grade_training_run(cells, limits, training, components_pass(results), host)

@@ -48,12 +48,20 @@ def will_run(settings: TrainingRunSettings) -> bool:
     return device_available(settings.device) or settings.without_device == "run_anyway"
 
 
+def data_problem(settings: TrainingRunSettings) -> str:
+    """Empty if this machine can do the training run (or need not); otherwise what is missing and what to do."""
+    if will_run(settings) and not (resolve_data_dir() / "train").is_dir():
+        return (f"the training run needs CIFAR-10 and none was found at {resolve_data_dir()}: run "
+                "`bash setup.sh --setup-only` (it unpacks ../shared/data/cifar10-jpeg.tar.gz) or set "
+                "CIFAR10_DIR; or set c.TrainingRun.without_device so the run is not needed here")
+    return ""
+
+
 def preflight(settings: TrainingRunSettings) -> None:
     """Before grading: the run needs CIFAR-10 on this machine; say so once instead of failing every student."""
-    if will_run(settings) and not (resolve_data_dir() / "train").is_dir():
-        raise SystemExit(f"the training run needs CIFAR-10 and none was found at {resolve_data_dir()}: run "
-                         "`bash setup.sh --setup-only` (it unpacks ../shared/data/cifar10-jpeg.tar.gz) or set "
-                         "CIFAR10_DIR; or set c.TrainingRun.without_device so the run is not needed here")
+    problem = data_problem(settings)
+    if problem:
+        raise SystemExit(problem)
 
 
 @dataclass(frozen=True)

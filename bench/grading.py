@@ -1,10 +1,12 @@
 """Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2 [--sandbox bwrap none]
-[--isolate on off]``.
+[--isolate on off] [--pool local dask]``.
 
-For each worker count and sandbox mode, grades every submission of ``tests/corpus.py`` (or those named with
-``--only``) with ``autograder.grade`` in a scratch course folder and records, in
-``bench/records/grading-corpus-w<N>-<sandbox>[-not-isolated][-<k>of<n>].json``: the wall time of the whole
+For each worker count, sandbox mode and pool, grades every submission of ``tests/corpus.py`` (or those named
+with ``--only``) with ``autograder.grade`` in a scratch course folder and records, in
+``bench/records/grading-corpus-w<N>-<sandbox>[-dask][-not-isolated][-<k>of<n>].json``: the wall time of the whole
 command, its parts (checks, nbgrader autograde + feedback), each submission's check time, and the versions.
+``--pool dask`` grades on a Dask cluster of N workers started for the run on this machine (a scheduler and
+``dask worker --nthreads 1`` processes on 127.0.0.1, as the tests start them); its start-up is recorded apart.
 ``--sandbox none`` measures the grader without the sandbox (what grading cost before it); ``--isolate off``
 without the protection against forged verdicts (``Limits.isolate``: what grading cost before it).
 """
@@ -33,32 +35,47 @@ from .run import RECORDS, environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(workers: int, limits: Limits, only: list[str] | None = None) -> dict:
+def measure(workers: int, limits: Limits, only: list[str] | None = None, pool: str = "local") -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from corpus import CORPUS, write_corpus
+    from servers import dask_cluster
     corpus = [s for s in CORPUS if not only or s.name in only]
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         root = Path(scratch)
         shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
         shutil.copy(ROOT / "nbgrader_config.py", root)
         write_corpus(root / "incoming", corpus)
+        start = time.monotonic()
+        scheduler = stack.enter_context(dask_cluster(workers)).address if pool == "dask" else None
+        cluster_start_s = round(time.monotonic() - start, 1) if scheduler else None
         log = io.StringIO()
         start = time.monotonic()
         with contextlib.redirect_stdout(log):
-            rows = grade(root / "incoming", root=root, workers=workers, limits=limits, feedback=True)
+            rows = grade(root / "incoming", root=root, workers=workers, limits=limits, feedback=True,
+                         scheduler=scheduler)
         total = time.monotonic() - start
     checks_line = next(line for line in log.getvalue().splitlines() if "checks done in" in line)
     checks_s = float(checks_line.split("in")[-1].split()[0])
     per_submission = {name: row.seconds for name, row in rows.items() if row.status == "graded"}
     ordinary = sorted(v for k, v in per_submission.items() if not k.startswith(("tamper_endless", "tamper_sigkill")))
-    return dict(workers=workers, sandbox=limits.sandbox, isolate=limits.isolate, submissions=len(corpus),
+    return dict(workers=workers, pool=pool, cluster_start_s=cluster_start_s, sandbox=limits.sandbox,
+                isolate=limits.isolate, submissions=len(corpus),
                 of_corpus=len(CORPUS),
                 graded=len(per_submission), total_s=round(total, 1),
                 checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
-                per_submission_check_s=per_submission,
+                per_submission_check_s=per_submission, scores={name: row.score for name, row in rows.items()},
                 median_check_s_excluding_endless_and_kill=ordinary[len(ordinary) // 2],
                 limits=dataclasses.asdict(limits),
-                environment=dict(environment(torch.device("cpu")), nbgrader=nbgrader.__version__))
+                environment=dict(environment(torch.device("cpu")), nbgrader=nbgrader.__version__,
+                                 distributed=_version("distributed")))
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,16 +85,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sandbox", nargs="+", default=["bwrap"], choices=["bwrap", "none"])
     parser.add_argument("--isolate", nargs="+", default=["on"], choices=["on", "off"])
     parser.add_argument("--only", nargs="+", metavar="NAME", help="grade only these corpus submissions")
+    parser.add_argument("--pool", nargs="+", default=["local"], choices=["local", "dask"],
+                        help="local processes, or a Dask cluster of --workers workers started on this machine")
     args = parser.parse_args(argv)
-    for sandbox, isolate, workers in itertools.product(args.sandbox, args.isolate, args.workers):
+    for sandbox, isolate, workers, pool in itertools.product(args.sandbox, args.isolate, args.workers, args.pool):
         limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048, sandbox=sandbox,
                         isolate=isolate == "on")
-        record = measure(workers, limits, args.only)
-        part = ("" if limits.isolate else "-not-isolated") + \
+        record = measure(workers, limits, args.only, pool)
+        part = ("-dask" if pool == "dask" else "") + ("" if limits.isolate else "-not-isolated") + \
             (f"-{record['submissions']}of{record['of_corpus']}" if args.only else "")
         path = RECORDS / f"grading-corpus-w{workers}-{sandbox}{part}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"{workers} worker(s): {record['total_s']} s for {record['submissions']} submissions "
+        print(f"{workers} {pool} worker(s): {record['total_s']} s for {record['submissions']} submissions "
               f"(checks {record['checks_s']} s, nbgrader {record['nbgrader_and_exports_s']} s; median check time "
               f"{record['median_check_s_excluding_endless_and_kill']} s per submission) -> {path}")
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import nbformat
 
 from attacks import (DAEMON, at_first_call, FORGE_PROBE_IN_CALL, FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER,
                      forge_every_op)

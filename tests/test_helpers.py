@@ -6,7 +6,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from torch import nn
 
 import reference
 import simclr_helpers as lab

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import math
-import multiprocessing
 import re
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 import simclr_helpers as lab
 from simclr_helpers import experiments, plots

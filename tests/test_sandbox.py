@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import attacks
-import nbformat
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -114,7 +113,7 @@ def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
 
 
 def test_without_the_device_the_run_follows_the_component_checks():
-    from corpus import BROKEN, Submission
+    from corpus import BROKEN
     from autograder.registry import COMPONENTS
     settings = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
     solutions = examples.solutions()
