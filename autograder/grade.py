@@ -20,16 +20,13 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
-import itertools
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -40,7 +37,8 @@ from . import isolation
 from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
-from .jobs import Job, Outcome, grade_job
+from .jobs import Job
+from .pool import local_pool
 from .registry import CHECKS, GRADE_IDS
 from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
 from .sandbox import Limits
@@ -115,13 +113,6 @@ def read_job(student: str, path: Path, limits: Limits, training: TrainingRunSett
         warnings.simplefilter("ignore")
         nb = nbformat.read(str(path), as_version=4)
     return Job(student, tuple(answer_cells(nb)), limits, training)
-
-
-def local_pool(jobs: list[Job], code: CodeSnapshot, workers: int) -> Iterator[Outcome]:
-    """Grade the jobs on this machine, ``workers`` at a time, in submission order."""
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(grade_job, jobs, itertools.repeat(code))
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import nbformat
 from simclr_helpers import resolve_data_dir
@@ -19,8 +18,6 @@ from .integrity import CodeSnapshot
 from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
 from .sandbox import GraderError, Limits, Sandbox, SandboxHost
 from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run, will_run
-
-REFERENCE_LOSS = Path(__file__).resolve().parent.parent / "reference" / "loss.py"
 
 
 @dataclass
@@ -70,6 +67,8 @@ def digest(cells: list[tuple[str, str]]) -> str:
 
 
 def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Limits) -> CheckResult:
+    """One check on one student process. A cell that raised while being defined keeps what it defined before (as
+    in a notebook); its error is named if the check fails."""
     try:
         sandbox.ensure_started()
     except StudentCodeError as error:
@@ -77,9 +76,6 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     start = time.monotonic()
     if check.component not in cells:
         return CheckResult(check.grade_id, False, f"no cell defines {check.component}", 0.0)
-    if check.component in sandbox.cell_errors:
-        return CheckResult(check.grade_id, False,
-                           f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}", 0.0)
     sandbox.deadline = start + limits.check_timeout_s
     try:
         check.run(sandbox)
@@ -91,7 +87,7 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     except Exception as error:  # noqa: BLE001 - whatever the student's code provoked, this check fails, the rest go on
         passed, message = False, f"{type(error).__name__}: {error}"
     if check.component in sandbox.cell_errors and not passed:
-        message = f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}"
+        message = f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}; {message}"
     elif not passed and "NameError" in message and any(sandbox.left_out.values()):
         message += ("; the grader runs only the definitions of your answer cells (imports, functions, classes, "
                     "simple constants), not: " + "; ".join(line for lines in sandbox.left_out.values() for line in lines))
@@ -151,31 +147,28 @@ def _training_host(limits: Limits, settings: TrainingRunSettings, code: CodeSnap
 def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
                 training: TrainingRunSettings | None = TrainingRunSettings(),
                 code: CodeSnapshot | None = None) -> dict[str, CheckResult]:
-    """Run every check on the given answer cells; a check graded ``alone`` gets the reference for the rest.
+    """Run every check on the given answer cells; a check graded ``alone`` gets the course's loss for ``nt_xent``.
 
     All of a submission's student processes are forks of one sandboxed zygote (``host.SandboxHost``), so the
-    interpreter starts once per submission; each check gets its own (``Limits.isolate``). ``training=None``
-    leaves the training run out (``grade_training_run`` grades it apart, on a GPU worker). ``code``: the
-    grader's files as read at the start of the batch (default: this process's first read). Raises
-    ``GraderError`` when the sandbox cannot be started for a reason that is not the student's."""
+    interpreter starts once per submission; each check gets its own process, in namespaces of its own. A cell that
+    hangs or crashes while being defined is left out of every later check too. ``training=None`` leaves the
+    training run out (``grade_training_run`` grades it apart, on a GPU worker). ``code``: the grader's files as
+    read at the start of the batch (default: this process's first read). Raises ``GraderError`` when the sandbox
+    cannot be started for a reason that is not the student's."""
     by_component = dict(cells)
     results: dict[str, CheckResult] = {}
     host = _training_host(limits, training, code) if training is not None else SandboxHost(limits, code)
+    remaining, cell_errors = list(cells), {}
     with host:
-        for alone in (False, True):
-            inject = REFERENCE_LOSS.read_text() if alone else None
-            checks = [check for check in CHECKS if check.alone == alone]
-            # Isolated: a fresh student process per check, so what a function does when called in one check
-            # cannot reach another check's ops.
-            groups = [[check] for check in checks] if limits.isolate else [checks]
-            for group in groups:
-                with Sandbox(cells, limits, inject=inject, host=host) as sandbox:
-                    for check in group:
-                        results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
+        for check in sorted(CHECKS, key=lambda c: c.alone):
+            with Sandbox(remaining, limits, course_loss=check.alone, host=host) as sandbox:
+                sandbox.cell_errors.update(cell_errors)
+                results[check.grade_id] = _run_check(check, sandbox, by_component, limits)
+                remaining, cell_errors = sandbox.cells, sandbox.cell_errors
         ordered = {check.grade_id: results[check.grade_id] for check in CHECKS}
         if training is not None:
             passing = components_pass({k: asdict(v) for k, v in ordered.items()})
-            ordered[TRAINING_RUN_ID] = _grade_training_run(cells, limits, training, passing, host)
+            ordered[TRAINING_RUN_ID] = _grade_training_run(remaining, limits, training, passing, host)
     return ordered
 
 

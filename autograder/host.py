@@ -1,74 +1,38 @@
-"""One grading sandbox per submission: a zygote that imports torch once and forks each student process.
+"""One grading sandbox per submission: a zygote that imports torch once and forks a student process per check.
 
-Starting Python and importing torch costs seconds; a submission needs several student processes (the checks,
-the checks with the reference loss, the training run, a fresh one after every crash). The zygote pays that
-start-up once, under its own time limit (never the student's), and every student process is a fork of it
-(milliseconds). Everything runs inside one bubblewrap sandbox (``isolation.py``), which dies, with every process
-in it, when the host is closed.
+Starting Python and importing torch costs seconds; a submission needs a student process per check (and the
+training run, and a fresh one after every crash). The zygote pays that start-up once, under its own time limit
+(never the student's), and every student process is a fork of it (milliseconds) in namespaces of its own
+(``worker.py``). Everything runs inside one bubblewrap sandbox (``isolation.py``) in a cgroup of its own where the
+machine allows one (``cgroups.py``), which dies, with every process in it, when the host is closed.
 """
 from __future__ import annotations
 
-import io
 import os
+import resource
 import shutil
 import signal
-import site
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import torch
+from simclr_helpers import wire
 
 from . import isolation
+from .cgroups import SandboxCgroup
 from .integrity import CodeSnapshot, grader_code
 
-MAX_MESSAGE = 256 * 2**20
+CONTROL_MESSAGE_BYTES = 2**16
+FORK_TIMEOUT_S = 60.0   # a booted zygote forks in milliseconds; this only waits out an overloaded machine
+LOG_BYTES = 2000
 
 
 class GraderError(RuntimeError):
     """Grading could not happen for a reason that is not the student's (an overloaded machine, no sandbox)."""
-
-
-class ChannelClosed(Exception):
-    """The other side of a channel closed it or died."""
-
-
-class Channel:
-    """Whole ``torch.save`` messages over a socket (the channel owns ``fd``); what arrives is loaded with
-    ``weights_only=True`` (data only)."""
-
-    def __init__(self, fd: int):
-        self._connection = Connection(fd)
-
-    def send(self, message: dict) -> None:
-        buffer = io.BytesIO()
-        torch.save(message, buffer)
-        try:
-            self._connection.send_bytes(buffer.getvalue())
-        except OSError:
-            pass  # the other side died; the next receive says how
-
-    def poll(self, timeout_s: float) -> bool:
-        try:
-            return timeout_s > 0 and self._connection.poll(timeout_s)
-        except (EOFError, OSError):
-            return True  # readable: the receive that follows reports the closed channel
-
-    def receive(self) -> Any:
-        """The next message; ChannelClosed at EOF, ValueError for something that is not plain data."""
-        try:
-            data = self._connection.recv_bytes(MAX_MESSAGE)
-        except (EOFError, OSError):
-            raise ChannelClosed from None
-        return torch.load(io.BytesIO(data), weights_only=True)
-
-    def close(self) -> None:
-        self._connection.close()
 
 
 class SandboxHost:
@@ -77,12 +41,13 @@ class SandboxHost:
     def __init__(self, limits, code: CodeSnapshot | None = None, data_dirs: tuple[str, ...] = (), gpu: bool = False):
         self.limits, self.data_dirs, self.gpu = limits, data_dirs, gpu
         self.boot_s: float | None = None
+        self.boots = 0
         self._folder = Path(tempfile.mkdtemp(prefix="simclr-sandbox-"))
         self._code = self._folder / "code"
         (code or grader_code()).write_student_code(self._code)
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
-        self._channel: Channel | None = None
+        self._cgroup: SandboxCgroup | None = None
         self.log_path = self._folder / "output.log"
 
     def __enter__(self) -> "SandboxHost":
@@ -91,78 +56,95 @@ class SandboxHost:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def sandboxed(self) -> bool:
+        return self.limits.sandbox != "none"
+
     def _command(self, control_fd: int) -> tuple[list[str], str]:
-        sandboxed = self.limits.sandbox != "none"
-        code = Path(isolation.CODE_DIR) if sandboxed else self._code
-        argv = [sys.executable, "-S", str(code / "worker.py"), str(control_fd), *site.getsitepackages()]
-        if not sandboxed:
+        code = Path(isolation.CODE_DIR) if self.sandboxed else self._code
+        argv = [sys.executable, "-S", str(code / "worker.py"), str(control_fd), *isolation.site_dirs()]
+        if not self.sandboxed:
             return argv, str(self._code)
-        return isolation.bwrap_command(self._code, argv, self.data_dirs, self.gpu), "/tmp/home"
+        command = isolation.bwrap_command(self._code, argv, self.data_dirs, self.gpu, self.limits.scratch_mb,
+                                          empty=self._folder / "empty")
+        return command, isolation.SCRATCH
+
+    def _in_child(self) -> None:
+        """Run in the sandbox's first process before it execs: its file-size ceiling, its cgroup."""
+        if self.limits.output_mb > 0:
+            size = self.limits.output_mb * 2**20
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        if self._cgroup is not None:
+            self._cgroup.join()
 
     def start(self) -> None:
         """Start the zygote and wait for its imports; GraderError if that fails (no student code has run)."""
         self.stop()
+        if self.sandboxed and self._cgroup is None:
+            memory = self.limits.memory_mb + self.limits.zygote_mb if self.limits.memory_mb > 0 else 0
+            self._cgroup = SandboxCgroup.create(memory, self.limits.max_processes)
         ours, theirs = socket.socketpair()
         command, home = self._command(theirs.fileno())
-        env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": "/tmp" if home == "/tmp/home" else home,
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home,
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(self.limits.threads), "MPLBACKEND": "Agg",
                "PYTHONDONTWRITEBYTECODE": "1", "CUDA_CACHE_PATH": f"{home}/.nv"}
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(command, cwd=self._code, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=log, pass_fds=(theirs.fileno(),), start_new_session=True)
+                                             stderr=log, pass_fds=(theirs.fileno(),), start_new_session=True,
+                                             preexec_fn=self._in_child)
         theirs.close()
-        self._control, self._channel = ours, Channel(os.dup(ours.fileno()))
+        self._control = ours
         start = time.monotonic()
         try:
             self._expect("booted", self.limits.boot_timeout_s, "starting Python and importing torch")
         except GraderError as error:
-            log = self.log_path.read_text(errors="replace")[-500:]
+            log = self.log_path.read_bytes()[-LOG_BYTES:].decode(errors="replace")
             self.stop()
             raise GraderError(f"{error}. No student code had run: the machine is overloaded or the installation is "
                               f"broken; grade again (fewer --workers). Its output: {log!r}") from None
         self.boot_s = time.monotonic() - start
+        self.boots += 1
 
     def _expect(self, key: str, timeout_s: float, doing: str) -> Any:
-        if self._channel is None or not self._channel.poll(timeout_s):
-            raise GraderError(f"the sandbox did not answer within {timeout_s:.0f} s while {doing}")
         try:
-            reply = self._channel.receive()
-        except (ChannelClosed, ValueError) as error:
+            reply = wire.receive(self._control, CONTROL_MESSAGE_BYTES, time.monotonic() + timeout_s)
+        except wire.MessageTimeout:
+            raise GraderError(f"the sandbox did not answer within {timeout_s:.0f} s while {doing}") from None
+        except (wire.ChannelClosed, wire.NotPlainData, OSError) as error:
             code = self._process.poll() if self._process else None
             raise GraderError(f"the sandbox stopped while {doing} (exit code {code}; {type(error).__name__})") from None
         if not isinstance(reply, dict) or key not in reply:
             raise GraderError(f"the sandbox sent an unexpected reply while {doing}")
         return reply[key]
 
-    def fork(self, memory_mb: int, cpu_s: int, threads: int, isolate: bool = True) -> tuple[int, Channel]:
-        """A fresh student process with these limits: its pid (inside the sandbox) and its channel."""
-        for attempt in range(2):  # a zygote that died (the student may kill it) is started again once
+    def fork(self, limits: dict) -> tuple[int, socket.socket]:
+        """A fresh student process in namespaces of its own, with these limits: its pid (as the zygote knows it)
+        and its socket."""
+        for attempt in range(2):  # a zygote that died is started again once
             if self._process is None or self._process.poll() is not None:
                 self.start()
             try:
-                self._channel.send({"fork": {"memory_mb": memory_mb, "cpu_s": cpu_s, "threads": threads,
-                                             "isolate": isolate}})
-                if not self._channel.poll(self.limits.boot_timeout_s):
-                    raise GraderError("the sandbox did not fork a student process")
-                _, fds, _, _ = socket.recv_fds(self._control, 1, 1)
+                wire.send(self._control, {"fork": {**limits, "namespaces": self.sandboxed}})
+                pid = self._expect("pid", FORK_TIMEOUT_S, "forking a student process")
+                fds = wire.receive_fds(self._control, 1)
                 if len(fds) != 1:
                     raise GraderError("the sandbox did not hand over a student process")
-                pid = self._expect("pid", self.limits.boot_timeout_s, "forking a student process")
-                return int(pid), Channel(fds[0])
+                return int(pid), socket.socket(fileno=fds[0])
             except (GraderError, OSError):
                 if attempt:
                     raise
                 self.stop()
         raise AssertionError("unreachable")
 
-    def kill(self, pid: int) -> int | None:
-        """Kill a student process (and its process group); its exit status: a code, or minus the signal."""
+    def kill(self, pid: int, exited: bool = False) -> int | None:
+        """End a student process's check (every process in its namespaces goes with it); its exit status (a code,
+        or minus the signal) if it ended by itself (``exited``: it is ending, give it a moment), else None."""
         if self._process is None or self._process.poll() is not None:
             return None
-        self._channel.send({"kill": pid})
         try:
+            wire.send(self._control, {"kill": pid, "exited": exited})
             status = self._expect("status", 30, "stopping a student process")
-        except GraderError:
+        except (GraderError, OSError):
             self.stop()
             return None
         return status if isinstance(status, int) else None
@@ -176,11 +158,13 @@ class SandboxHost:
                 pass
             self._process.wait()
             self._process = None
-        if self._channel is not None:
-            self._channel.close()
+        if self._control is not None:
             self._control.close()
-            self._channel = self._control = None
+            self._control = None
 
     def close(self) -> None:
         self.stop()
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
         shutil.rmtree(self._folder, ignore_errors=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+
 from . import isolation
 from .grading import digest, grade_cells, grade_training_run
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
@@ -42,6 +44,7 @@ def _same_grader(code: CodeSnapshot) -> None:
 def grade_job(job: Job, code: CodeSnapshot, with_training_run: bool = True) -> Outcome:
     """Every check of ``job`` (and its training run unless ``with_training_run`` is False)."""
     start = time.monotonic()
+    torch.set_num_threads(1)   # the grader's own arithmetic is small; submissions are what runs in parallel
     try:
         _same_grader(code)
         if with_training_run and data_problem(job.training):

@@ -15,7 +15,9 @@ from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
-from traitlets import Enum, Float, Int, Unicode
+import dataclasses
+
+from traitlets import Bool, Enum, Float, Int, Unicode
 
 from . import isolation
 from .grading import answer_cells, digest, grade_cells
@@ -39,14 +41,23 @@ class TrustedChecks(NbGraderPreprocessor):
     threads = Int(Limits.threads, help="CPU threads of the student process").tag(config=True)
     sandbox = Enum(list(isolation.MODES), Limits.sandbox, help="'bwrap': student code runs in the grading sandbox "
                    "(Linux namespaces); 'none': no isolation, for trusted code only (warns on every run)").tag(config=True)
+    definitions_only = Bool(Limits.definitions_only, help="Run only the answer cells' definitions (a saving of "
+                            "time: verdicts do not depend on it)").tag(config=True)
+    max_processes = Int(Limits.max_processes, help="Tasks of one submission's sandbox, all together (where a cgroup "
+                        "can be made)").tag(config=True)
+    zygote_mb = Int(Limits.zygote_mb, help="Memory of a sandbox beyond memory_mb: the interpreter with torch "
+                    "imported (where a cgroup can be made)").tag(config=True)
+    scratch_mb = Int(Limits.scratch_mb, help="Size of each student process's /tmp and of its /dev/shm, in MiB").tag(
+        config=True)
+    output_mb = Int(Limits.output_mb, help="Largest file a sandbox may write, in MiB").tag(config=True)
+    budget_s = Float(None, allow_none=True, help="Wall-clock budget of one submission, everything included (default: "
+                     "the sum of its limits)").tag(config=True)
     results_directory = Unicode(
         "", help="Folder of <student>.json results computed ahead by `python -m autograder grade`").tag(config=True)
 
     @property
     def limits(self) -> Limits:
-        return Limits(check_timeout_s=self.check_timeout_s, startup_timeout_s=self.startup_timeout_s,
-                      boot_timeout_s=self.boot_timeout_s, memory_mb=self.memory_mb, cpu_s=self.cpu_s,
-                      threads=self.threads, sandbox=self.sandbox)
+        return Limits(**{field.name: getattr(self, field.name) for field in dataclasses.fields(Limits)})
 
     def _results(self, nb: NotebookNode, student: str) -> dict:
         cells = answer_cells(nb)

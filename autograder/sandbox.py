@@ -1,26 +1,44 @@
-"""A student process that holds a submission's code and runs ops on it, with time and memory limits."""
+"""A student process that holds a submission's code and runs ops on it, seen from the grader.
+
+The grader sends inputs, and receives plain data (``simclr_helpers.wire``) whose form it checks (``replies.py``)
+before anything is computed on it. Module weights a call changes are read from memory the grader owns
+(``shared_state.py``). For the checks of ``train_epoch`` the course's loss is computed here, on request of the
+student process, so that process never holds its code.
+"""
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from simclr_helpers.checks import StudentCodeError
+from simclr_helpers import wire
+from simclr_helpers.checks import WATCHED, StudentCodeError
 
-from .host import Channel, ChannelClosed, GraderError, SandboxHost
+from . import replies
+from .host import GraderError, SandboxHost
 from .integrity import CodeSnapshot
+from .shared_state import SharedState
 
 __all__ = ["GraderError", "Limits", "Sandbox", "SandboxHost"]
+
+# Each call of these gets a fresh student process: what one call was given cannot inform another.
+FRESH_PROCESS_OPS = frozenset(WATCHED)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """How a student process runs: ``sandbox`` ("bwrap", or "none" for trusted code only), the wall-clock limit
-    of one check and of defining the answer cells, the interpreter's own start-up limit (not the student's
-    time), the memory (data segment) and CPU-time limits, and its threads. ``isolate``: each check in a fresh
-    student process that runs only the cells' definitions, and student calls that change the modules they are
-    given in a child whose modules the grader reads itself (False only to measure what that protection does:
-    then the cells run whole, once per submission, and every fact comes from the student's process)."""
+    """How student processes run.
+
+    ``sandbox``: "bwrap", or "none" for trusted code only. Times: the wall-clock limit of one check and of defining
+    the answer cells, and the interpreter's own start-up (``boot_timeout_s``, never the student's time). A student
+    process: its memory (data segment, MiB) and CPU-time limits, its threads. A sandbox (all of one submission's
+    processes, where a cgroup can be made): ``memory_mb`` + ``zygote_mb`` of memory and ``max_processes`` tasks;
+    ``scratch_mb`` each for its ``/tmp`` and ``/dev/shm``; ``output_mb`` the largest file it may write.
+    ``budget_s``: the wall-clock budget of one submission, everything included (default: the sum of its limits,
+    ``pool.budget_s``). ``definitions_only``: run only the answer cells' definitions (imports, functions, classes, simple constants),
+    so that top-level code does not cost grading time; verdicts do not depend on it.
+    """
     check_timeout_s: float = 60.0
     startup_timeout_s: float = 60.0
     boot_timeout_s: float = 300.0
@@ -28,32 +46,44 @@ class Limits:
     cpu_s: int = 3600
     threads: int = 1
     sandbox: str = "bwrap"
-    isolate: bool = True
+    definitions_only: bool = True
+    zygote_mb: int = 2048
+    max_processes: int = 128
+    scratch_mb: int = 256
+    output_mb: int = 64
+    budget_s: float | None = None
+
+    def for_student(self) -> dict:
+        """What the zygote needs to set up a student process."""
+        return {"memory_mb": self.memory_mb, "cpu_s": self.cpu_s, "threads": self.threads,
+                "tmp_mb": self.scratch_mb, "shm_mb": self.scratch_mb, "max_processes": self.max_processes}
 
 
 class Sandbox:
-    """Runs ``simclr_helpers.checks`` ops on the student's cells in a student process forked by a SandboxHost.
+    """Runs ``simclr_helpers.checks`` ops on the student's cells in one student process forked by a SandboxHost.
 
-    ``cells`` are (label, source) pairs executed in order; ``inject`` is code run after them (the checker
-    replaces a component with the reference's to grade another one alone). A cell that hangs or kills the
-    process at definition time is left out and the rest are defined again. Set ``deadline`` (a
-    ``time.monotonic()`` value) before each check: every op waits at most until then, and after it every op
-    fails at once, so a hanging function costs one check and one time limit. Without a deadline, every op
-    gets ``check_timeout_s`` of its own. Pass the submission's ``host`` to share its sandbox (and its
-    start-up); without one the Sandbox makes its own from ``code``, ``data_dirs`` and ``gpu``.
+    ``cells`` are (label, source) pairs defined in order. With ``course_loss``, ``nt_xent`` is then replaced by the
+    course's, computed by the grader (the checks of ``train_epoch``, graded alone). A cell that hangs or kills the
+    process while being defined is left out and the rest are defined again (``cells`` keeps what is left). Set
+    ``deadline`` (a ``time.monotonic()`` value) before each check: every op waits at most until then, and after it
+    every op fails at once, so a hanging function costs one check and one time limit. Without a deadline, every op
+    gets ``check_timeout_s`` of its own. Every call of ``train_epoch`` and ``linear_probe`` gets a fresh process
+    (``FRESH_PROCESS_OPS``), so no call can see what an earlier one was given. Pass the submission's ``host`` to share its sandbox
+    (and its start-up); without one the Sandbox makes its own from ``code``, ``data_dirs`` and ``gpu``.
     """
 
-    def __init__(self, cells: list[tuple[str, str]], limits: Limits, inject: str | None = None,
+    def __init__(self, cells: list[tuple[str, str]], limits: Limits, course_loss: bool = False,
                  code: CodeSnapshot | None = None, data_dirs: tuple[str, ...] = (), gpu: bool = False,
                  host: SandboxHost | None = None):
-        self.cells, self.limits, self.inject = list(cells), limits, inject
+        self.cells, self.limits, self.course_loss = list(cells), limits, course_loss
         self.cell_errors: dict[str, str] = {}
         self.left_out: dict[str, list[str]] = {}
         self.deadline: float | None = None
         self._own_host = host is None
         self.host = host or SandboxHost(limits, code, data_dirs, gpu)
         self._pid: int | None = None
-        self._channel: Channel | None = None
+        self._socket: socket.socket | None = None
+        self._served = 0
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -68,31 +98,35 @@ class Sandbox:
 
     # --- process lifecycle -----------------------------------------------------------------------------
 
-    def _kill(self) -> int | None:
-        """Stop the student process; its exit status (a code, or minus the signal), if the sandbox knows it."""
+    def _kill(self, exited: bool = False) -> int | None:
+        """End the student process's check; its exit status (a code, or minus the signal) if it ended by itself."""
         if self._pid is None:
             return None
-        status = self.host.kill(self._pid)
-        self._channel.close()
-        self._pid = self._channel = None
+        status = self.host.kill(self._pid, exited)
+        self._socket.close()
+        self._pid = self._socket = None
         return status
 
     def _start(self) -> None:
         """Fork a student process and define the cells; leave out any cell that hangs or kills the process."""
         while True:
-            self._pid, self._channel = self.host.fork(self.limits.memory_mb, self.limits.cpu_s, self.limits.threads,
-                                                     self.limits.isolate)
-            self._channel.send({"cells": self.cells, "inject": self.inject})
+            self._pid, self._socket = self.host.fork(self.limits.for_student())
+            self._served = 0
+            self._send({"cells": self.cells, "definitions_only": self.limits.definitions_only,
+                        "course_loss": self.course_loss})
             deadline = time.monotonic() + self.limits.startup_timeout_s
             running = None
             try:
                 while True:
-                    message = self._receive(deadline, "defining your functions", self.limits.startup_timeout_s)
+                    message = self._receive(deadline, "defining your functions", self.limits.startup_timeout_s,
+                                            replies.MAX_REPLY_BYTES)
                     if "running" in message:
+                        self._check(replies.PROGRESS, message)
                         running = message["running"]
                     else:
+                        self._check(replies.READY, message)
                         self.cell_errors.update(message["cell_errors"])
-                        self.left_out.update(message.get("left_out", {}))
+                        self.left_out.update(message["left_out"])
                         return
             except StudentCodeError as error:
                 self._kill()
@@ -101,21 +135,40 @@ class Sandbox:
                 self.cell_errors[running] = str(error)
                 self.cells = [(label, source) for label, source in self.cells if label != running]
 
+    def ensure_started(self) -> None:
+        """Start the student process now (if it is not running), so that its start-up does not count against a
+        check; raises GraderError if the sandbox itself cannot start."""
+        if self._pid is None:
+            self._start()
+
     # --- messages --------------------------------------------------------------------------------------
 
-    def _receive(self, deadline: float, doing: str, limit_s: float) -> Any:
-        if not self._channel.poll(deadline - time.monotonic()):
+    def _send(self, message: dict, fds: tuple[int, ...] = ()) -> None:
+        try:
+            wire.send(self._socket, message, fds)
+        except OSError:
+            pass  # the student process is gone; the next receive says how
+
+    def _check(self, validator, message: Any) -> None:
+        try:
+            validator(message, "the message")
+        except replies.ReplyError as error:
+            self._kill()
+            raise StudentCodeError(f"the student process sent a message of the wrong form: {error}") from None
+
+    def _receive(self, deadline: float, doing: str, limit_s: float, max_bytes: int) -> Any:
+        try:
+            message = wire.receive(self._socket, max_bytes + wire.MAX_HEADER, deadline, max_bytes)
+        except wire.MessageTimeout:
             self._kill()
             raise StudentCodeError(f"time limit: {doing} did not finish within {limit_s:.0f} s; "
-                                   "is there an endless loop?")
-        try:
-            message = self._channel.receive()
-        except ChannelClosed:
-            code = self._kill()
+                                   "is there an endless loop?") from None
+        except (wire.ChannelClosed, OSError):
+            code = self._kill(exited=True)
             reason = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
             raise StudentCodeError(f"the process running your code {reason} while {doing} "
                                    "(sys.exit, os._exit, a crash, or the memory limit)") from None
-        except Exception as error:  # noqa: BLE001 - whatever the bytes were, they were not plain data
+        except wire.NotPlainData as error:
             self._kill()
             raise StudentCodeError(f"the student process sent something that is not plain data ({error})") from None
         if not isinstance(message, dict):
@@ -123,20 +176,55 @@ class Sandbox:
             raise StudentCodeError("the student process sent something that is not a message")
         return message
 
-    def ensure_started(self) -> None:
-        """Start the student process now (if it is not running), so that its start-up does not count against a
-        check; raises GraderError if the sandbox itself cannot start."""
-        if self._pid is None:
-            self._start()
+    def _answer_course_loss(self, message: dict) -> None:
+        """The course's NT-Xent and its gradients for a request of the student process (``course_loss`` only)."""
+        from reference.loss import nt_xent
+        try:
+            z_i, z_j, temperature = replies.check_course_loss(message)
+        except replies.ReplyError as error:
+            self._kill()
+            raise StudentCodeError(f"the student process sent a message of the wrong form: {error}") from None
+        a, b = z_i.clone().requires_grad_(True), z_j.clone().requires_grad_(True)
+        loss = nt_xent(a, b, temperature)
+        loss.backward()
+        self._send({"loss": loss.detach(), "grad_i": a.grad, "grad_j": b.grad})
 
     def run(self, op: str, **kwargs) -> Any:
-        """Run one op (see ``simclr_helpers.checks.OPS``) on the student's code; plain data back."""
+        """Run one op (see ``simclr_helpers.checks.OPS``) on the student's code; plain data back, of the op's form."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise StudentCodeError("time limit: this check already used its time")
+        if op in FRESH_PROCESS_OPS and self._served:
+            self._kill()
         self.ensure_started()
+        self._served += 1
         deadline = self.deadline if self.deadline is not None else time.monotonic() + self.limits.check_timeout_s
-        self._channel.send({"op": op, "kwargs": kwargs})
-        reply = self._receive(deadline, f"running {op}", self.limits.check_timeout_s)
-        if not reply.get("ok"):
-            raise StudentCodeError(str(reply.get("error")))
-        return reply["result"]
+        shared = SharedState({key: kwargs[name] for key, name in WATCHED.get(op, {}).items()}) \
+            if op in WATCHED else None
+        try:
+            request = {"op": op, "kwargs": kwargs}
+            if shared is not None:
+                request.update(shared=shared.layout, shared_bytes=shared.size)
+            self._send(request, (shared.fd,) if shared is not None else ())
+            while True:
+                reply = self._receive(deadline, f"running {op}", self.limits.check_timeout_s, replies.max_bytes(op))
+                if self.course_loss and "course_loss" in reply:
+                    self._answer_course_loss(reply)
+                    continue
+                self._check(replies.REPLY, reply)
+                break
+            if not reply["ok"]:
+                raise StudentCodeError(str(reply.get("error")))
+            result = reply.get("result")
+            try:
+                replies.check_result(op, kwargs, result)
+            except replies.ReplyError as error:
+                self._kill()
+                raise StudentCodeError(f"the student process sent a result of the wrong form: {error}") from None
+            if shared is not None:
+                result.update(shared.read())
+            return result
+        finally:
+            if shared is not None:
+                shared.close()
+
+

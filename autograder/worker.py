@@ -1,22 +1,25 @@
-"""The processes that run a submission's code, started by ``host.SandboxHost`` inside the grading sandbox.
+"""The processes inside the grading sandbox, started by ``host.SandboxHost``: a zygote and the student processes.
 
-``python -S worker.py CONTROL_FD SITE_PACKAGES...`` starts the *zygote* (no site hooks, so none of the course's
-own packages is importable). It imports torch and the notebook's imports once, says ``{"booted": True}`` (the
-grader times that start-up apart from the student's limits), then serves its control socket:
+``python -S worker.py CONTROL_FD SITE_DIR...`` starts the *zygote* (no site hooks: only the folders given are
+importable). It imports torch and the notebook's imports once, says ``{"booted": True}``, then serves its control
+socket; no student code ever runs in it:
 
-- ``{"fork": {"memory_mb", "cpu_s", "threads"}}``: fork a fresh student process with those limits; its end of a
-  new socket pair goes to the grader (SCM_RIGHTS), the reply is ``{"pid"}``;
-- ``{"kill": pid}``: kill that student process and its process group; the reply is ``{"status"}`` (exit code,
-  or minus the signal).
+- ``{"fork": limits}``: a fresh student process for one check. A forked child enters new user, mount, PID, IPC
+  and network namespaces (``limits["namespaces"]``), mounts a fresh size-limited ``/tmp/home`` and ``/dev/shm``, and
+  forks the namespace's first process, which forks the student process and reaps whatever else runs there. So
+  nothing of an earlier check (a process, a file, a socket, shared memory) exists in a later one, and nothing in
+  a check can see or signal the zygote. The grader gets one end of a new socket pair (SCM_RIGHTS) and
+  ``{"pid"}``.
+- ``{"kill": pid, "exited": bool}``: end that check (everything in its namespaces dies with it); the reply is
+  ``{"status"}``: the student process's exit code, minus its signal, or None if the grader killed it.
 
-A student process defines the answer cells in one namespace, then answers requests ``{"op", "kwargs"}`` with
-``{"ok", "result"}`` or ``{"ok": False, "error"}``. With ``isolate`` (the default), it runs only the cells'
-definitions (``simclr_helpers.definitions``: nothing of the student's runs before an op calls it), and an op that
-hands modules to student code runs that call in a child process and reads the modules' shared memory itself
-(``fork_watch``). Every message is ``torch.save`` bytes read back with
-``weights_only=True`` on the other side: only tensors, numbers, strings and containers of them cross.
+A student process defines the answer cells (only their definitions, unless ``definitions_only`` is False) and
+then serves requests ``{"op", "kwargs"}``: it runs one op of ``simclr_helpers.checks`` on the inputs it was
+handed and replies ``{"ok", "result"}`` or ``{"ok": False, "error"}``. Everything it sends is plain data
+(``simclr_helpers.wire``) and the grader judges it elsewhere; an op that hands modules to student code puts
+their parameters and buffers in memory the grader gave it (a sealed memfd), which the grader reads itself.
 """
-import io
+import ctypes
 import mmap
 import os
 import resource
@@ -24,187 +27,282 @@ import signal
 import socket
 import sys
 
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
+CLONE_NEWIPC, CLONE_NEWNET = 0x08000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE, MS_RDONLY = 2, 4, 32, 4096, 16384, 1 << 18, 1
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+SCRATCH = b"/tmp/home"   # isolation.SCRATCH: $HOME and $TMPDIR of a student process
+INSIDE_ID = 1000  # the student's uid and gid in its own user namespace (mapped to the sandbox's one id)
+MAX_REQUEST = 1 << 30
 
-def _channel(sock: socket.socket):
-    """send/receive of whole messages over a connected socket."""
-    import torch
-    from multiprocessing.connection import Connection
-    connection = Connection(sock.detach())
-
-    def send(message: dict) -> None:
-        buffer = io.BytesIO()
-        torch.save(message, buffer)
-        connection.send_bytes(buffer.getvalue())
-
-    def receive() -> dict:
-        return torch.load(io.BytesIO(connection.recv_bytes()), weights_only=True)
-
-    return send, receive
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _set_limits(memory_mb: int, cpu_s: int) -> None:
-    for kind, limit in ((resource.RLIMIT_DATA, memory_mb * 2**20), (resource.RLIMIT_CPU, cpu_s)):
-        if limit > 0:
-            try:
-                resource.setrlimit(kind, (limit, limit))
-            except (ValueError, OSError) as error:  # a system that will not lower the limit: grade without it
-                print(f"limit {kind} not set: {error}", file=sys.stderr)
+def _check(result: int, doing: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{doing}: {os.strerror(error)}")
 
 
-_CHANNEL_FD: list[int] = []  # the student process's socket to the grader, closed in every child of fork_watch
-_SHARED_MAPS: list = []  # the shared memory behind watched modules, kept for the life of the process
+def _prctl(option: int, value: int) -> None:
+    _check(_libc.prctl(option, value, 0, 0, 0), f"prctl({option})")
 
 
-def _share(tensor) -> None:
-    """Move a tensor's data into anonymous shared memory, which a forked child writes and this process reads."""
-    import torch
-    size = tensor.numel() * tensor.element_size()
-    if size == 0:
-        return
-    memory = mmap.mmap(-1, size)
-    _SHARED_MAPS.append(memory)
-    shared = torch.frombuffer(memory, dtype=tensor.dtype, count=tensor.numel()).view(tensor.shape)
-    shared.copy_(tensor.detach())
-    tensor.data = shared
+# --- one check's namespaces ----------------------------------------------------------------------------
+
+def _enter_check_namespaces(tmp_mb: int, shm_mb: int) -> None:
+    """New user, mount, PID, IPC and network namespaces for the next child, a fresh ``/tmp/home`` (the scratch
+    folder) and ``/dev/shm``."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(_libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{INSIDE_ID} {uid} 1"),
+                       ("gid_map", f"{INSIDE_ID} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as file:
+            file.write(text)
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNET), "unshare(namespaces)")
+    _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    for path, size_mb in ((SCRATCH, tmp_mb), (b"/dev/shm", shm_mb)):
+        options = f"size={max(1, size_mb)}m,mode=1777".encode()
+        _check(_libc.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mount {path.decode()}")
+    _prctl(PR_SET_DUMPABLE, 0)
 
 
-def fork_watch(call, modules: dict) -> tuple:
-    """``checks.WATCH`` in the grader: ``call()`` (student code) runs in a child; the modules' parameters and buffers
-    are in memory shared with it, so their state is read here, where no student code has run."""
-    import torch
-    from simclr_helpers.checks import StudentCodeError, plain_state
-    for module in modules.values():
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            _share(tensor)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        for fd in _CHANNEL_FD:  # the child answers through the pipe only: it cannot speak for its parent
-            os.close(fd)
-        try:
-            reply = {"ok": True, "data": call()}
-        except StudentCodeError as error:
-            reply = {"ok": False, "error": str(error)[:1000]}
-        except BaseException as error:  # the student's SystemExit too
-            reply = {"ok": False, "error": f"{type(error).__name__}: {error}"[:1000]}
-        buffer = io.BytesIO()
-        torch.save(reply, buffer)
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(buffer.getvalue())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        raw = pipe.read()
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    states = {name: plain_state(module) for name, module in modules.items()}
+def _drop_privileges() -> None:
+    """No capabilities (in this namespace either), none to gain by exec."""
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _become_student(limits: dict) -> None:
+    """The student process's own settings: dies with its parent, first to go when memory runs out, no output on
+    the grader's log, its limits, its scratch folder."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()
+    _prctl(PR_SET_DUMPABLE, 1)   # /proc/self/oom_score_adj is writable only by a dumpable process
     try:
-        reply = torch.load(io.BytesIO(raw), weights_only=True)
-    except Exception:  # noqa: BLE001 - nothing, or not plain data
-        reply = None
-    if not isinstance(reply, dict) or not isinstance(reply.get("data", {}), dict):
-        how = f"killed by signal {-status}" if status < 0 else f"exited with code {status}"
-        raise StudentCodeError(f"the process running your function {how} without a result "
-                               "(sys.exit, os._exit, a crash, or the memory limit)")
-    if not reply.get("ok"):
-        raise StudentCodeError(str(reply.get("error")))
-    return reply["data"], states
+        with open("/proc/self/oom_score_adj", "w") as file:
+            file.write("1000")
+    except OSError:
+        pass
+    _prctl(PR_SET_DUMPABLE, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    if limits["namespaces"]:
+        _drop_privileges()
+        os.chdir(SCRATCH)
+    for kind, value in ((resource.RLIMIT_DATA, limits["memory_mb"] * 2**20), (resource.RLIMIT_CPU, limits["cpu_s"]),
+                        (resource.RLIMIT_NPROC, limits["max_processes"])):
+        if value > 0:
+            try:
+                resource.setrlimit(kind, (value, value))
+            except (ValueError, OSError):
+                pass  # a system that will not lower a limit: the sandbox's cgroup and the time limit still hold
+    import torch
+    torch.set_num_threads(limits["threads"])
 
 
-def _define_cells(cells: list, namespace: dict, isolate: bool, send) -> tuple[dict, dict]:
-    """Run each cell (only its definitions, with ``isolate``); errors and left-out statements by cell label."""
+def _exit_code(status: int) -> int:
+    """A wait status as an exit code that carries it on: the code, or 128 + the signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 255
+
+
+def _namespace_init(student: int) -> None:
+    """The first process of a check's PID namespace: reap every process until the student process ends."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(255)
+        if pid == student:
+            os._exit(_exit_code(status))
+
+
+def check_process(channel: socket.socket, preamble: dict, ops: dict, limits: dict) -> None:
+    """The forked child of the zygote for one check: its namespaces, their first process, the student process."""
+    try:
+        if limits["namespaces"]:
+            _enter_check_namespaces(limits["tmp_mb"], limits["shm_mb"])
+        init = os.fork()
+        if init == 0:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            student = os.fork()
+            if student == 0:
+                _become_student(limits)
+                serve(channel, preamble, ops, limits)
+                os._exit(0)
+            channel.close()
+            _namespace_init(student)
+        channel.close()
+        _, status = os.waitpid(init, 0)
+        os._exit(_exit_code(status))
+    except BaseException as error:  # noqa: BLE001 - the zygote's child must never return into the zygote
+        try:
+            os.write(2, f"check process: {type(error).__name__}: {error}\n".encode())
+        finally:
+            os._exit(254)
+
+
+# --- the student process: a function server ------------------------------------------------------------------
+
+class _SharedMemory:
+    """``checks.WATCH`` in a student process: the watched modules' tensors live in the grader's memfd."""
+
+    def __init__(self, fd: int, size: int, layout: dict):
+        self.memory = mmap.mmap(fd, size) if size else None
+        os.close(fd)
+        self.layout = layout
+
+    def watch(self, call, modules: dict) -> tuple:
+        import torch
+        for key, module in modules.items():
+            places = {name: (dtype, shape, offset) for name, dtype, shape, offset in self.layout.get(key, [])}
+            for name, tensor in module.state_dict(keep_vars=True).items():
+                dtype, shape, offset = places[name]
+                count = tensor.numel()
+                if count == 0:
+                    continue
+                shared = torch.frombuffer(self.memory, dtype=getattr(torch, dtype), count=count, offset=offset)
+                shared = shared.view(tuple(shape))
+                shared.copy_(tensor.detach())
+                tensor.data = shared
+        return call(), {key: {} for key in modules}
+
+
+def _course_loss(ask):
+    """The course's NT-Xent for the checks of ``train_epoch``: computed by the grader (this process holds none of
+    its code), differentiable here through the gradients the grader sends back."""
+    import torch
+
+    class CourseLoss(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z_i, z_j, temperature):
+            reply = ask({"course_loss": {"z_i": z_i.detach(), "z_j": z_j.detach(), "temperature": float(temperature)}})
+            ctx.save_for_backward(reply["grad_i"].to(z_i.dtype), reply["grad_j"].to(z_j.dtype))
+            return reply["loss"].to(z_i.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad_i, grad_j = ctx.saved_tensors
+            return grad * grad_i, grad * grad_j, None
+
+    def nt_xent(z_i, z_j, temperature=0.5):
+        return CourseLoss.apply(z_i, z_j, temperature)
+
+    return nt_xent
+
+
+def _define_cells(cells: list, namespace: dict, definitions_only: bool, say) -> tuple[dict, dict]:
+    """Run each cell (only its definitions, unless ``definitions_only`` is off); errors and left-out statements
+    by cell label. A cell that raises keeps what it defined before, as in a notebook."""
     from simclr_helpers.definitions import define
     cell_errors, left_out = {}, {}
     for label, source in cells:
-        send({"running": label})
+        say({"running": label})
         try:
-            if isolate:
+            if definitions_only:
                 left_out[label] = define(source, namespace, label)
             else:
                 exec(compile(source, f"<cell {label}>", "exec"), namespace)
-        except BaseException as error:  # the student's SystemExit too
+        except BaseException as error:  # noqa: BLE001 - the student's SystemExit too
             cell_errors[label] = f"{type(error).__name__}: {error}"[:500]
     return cell_errors, left_out
 
 
-def student_process(sock: socket.socket, preamble: dict, limits: dict) -> None:
-    """Define the student's cells, then run ops on them until the grader kills this process."""
-    import torch
-    from simclr_helpers import checks
-    from simclr_helpers.checks import OPS, StudentCodeError
-    _set_limits(limits["memory_mb"], limits["cpu_s"])
-    torch.set_num_threads(limits["threads"])
-    isolate = limits.get("isolate", True)
-    if isolate:
-        checks.WATCH = fork_watch
-    _CHANNEL_FD.append(sock.fileno())
-    send, receive = _channel(sock)
+def serve(channel: socket.socket, preamble: dict, ops: dict, limits: dict) -> None:
+    """Define the student's cells, then run ops on them until the grader ends this process."""
+    from simclr_helpers import checks, wire
+
+    def say(message: dict) -> None:
+        wire.send(channel, message)
+
+    def ask(message: dict):
+        say(message)
+        return wire.receive(channel, MAX_REQUEST)
+
     namespace = dict(preamble)
-    setup = receive()
-    cell_errors, left_out = _define_cells(setup["cells"], namespace, isolate, send)
-    if setup.get("inject"):
-        exec(setup["inject"], namespace)
-    send({"ready": True, "cell_errors": cell_errors, "left_out": left_out})
-
+    setup = wire.receive(channel, MAX_REQUEST)
+    cell_errors, left_out = _define_cells(setup["cells"], namespace, setup["definitions_only"], say)
+    if setup.get("course_loss"):
+        namespace["nt_xent"] = _course_loss(ask)
+    say({"ready": True, "cell_errors": cell_errors, "left_out": left_out})
     while True:
-        request = receive()
+        request = wire.receive(channel, MAX_REQUEST)
+        shared = None
+        if request.get("shared") is not None:
+            (fd,) = wire.receive_fds(channel, 1)
+            shared = _SharedMemory(fd, request["shared_bytes"], request["shared"])
+        checks.WATCH = shared.watch if shared else checks._watch_here
         try:
-            send({"ok": True, "result": OPS[request["op"]](namespace, **request["kwargs"])})
-        except StudentCodeError as error:
-            send({"ok": False, "error": str(error)[:1000]})
-        except BaseException as error:
-            send({"ok": False, "error": f"{type(error).__name__}: {error}"[:1000]})
+            reply = {"ok": True, "result": ops[request["op"]](namespace, **request["kwargs"])}
+        except checks.StudentCodeError as error:
+            reply = {"ok": False, "error": str(error)[:1000]}
+        except BaseException as error:  # noqa: BLE001
+            reply = {"ok": False, "error": f"{type(error).__name__}: {error}"[:1000]}
+        try:
+            say(reply)
+        except Exception as error:  # noqa: BLE001 - what the op returned cannot be sent
+            say({"ok": False, "error": f"the result is not plain data ({type(error).__name__}: {error})"[:1000]})
 
 
-def _not_dumpable() -> None:
-    """PR_SET_DUMPABLE 0 (inherited by every fork): no process of the same user may ptrace this one or write its
-    memory through /proc/PID/mem, so a student process cannot change the zygote or its own parent."""
-    import ctypes
-    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+# --- the zygote ----------------------------------------------------------------------------------------
+
+def _kill(children: dict, pid: int, exited: bool) -> int | None:
+    """End one check: wait a moment for a process that is ending by itself (``exited``), else kill it."""
+    import time
+    if pid not in children:
+        return None
+    deadline = time.monotonic() + (2.0 if exited else 0.0)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            children.pop(pid)
+            code = _exit_code(status)
+            return -(code - 128) if 128 < code < 128 + 65 else code
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    children.pop(pid)
+    return None
 
 
 def main() -> None:
-    _not_dumpable()
+    _prctl(PR_SET_DUMPABLE, 0)   # inherited by every fork: no process of the sandbox's user may ptrace it
     control = socket.socket(fileno=int(sys.argv[1]))
     sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))] + sys.argv[2:]
+    from simclr_helpers import checks, wire
     from simclr_helpers.definitions import NOTEBOOK_IMPORTS
     preamble: dict = {"__name__": "__main__"}
     exec(NOTEBOOK_IMPORTS, preamble)
-    import simclr_helpers.checks  # noqa: F401 - imported once here, inherited by every student process
-    import simclr_helpers.definitions  # noqa: F401
-    control_fd = control.fileno()
-    send, receive = _channel(socket.socket(fileno=os.dup(control_fd)))
-    send({"booted": True})
+    ops = dict(checks.OPS)   # the table student processes serve, taken before any student code exists
+    children: dict[int, bool] = {}
+    wire.send(control, {"booted": True})
     while True:
-        request = receive()
+        request = wire.receive(control, MAX_REQUEST)
         if "fork" in request:
             ours, theirs = socket.socketpair()
             pid = os.fork()
             if pid == 0:
-                try:
-                    os.setsid()
-                    control.close()
-                    theirs.close()
-                    student_process(ours, preamble, request["fork"])
-                finally:
-                    os._exit(0)
+                control.close()
+                theirs.close()
+                check_process(ours, preamble, ops, request["fork"])
             ours.close()
-            socket.send_fds(control, [b"F"], [theirs.fileno()])
+            children[pid] = True
+            wire.send(control, {"pid": pid}, fds=[theirs.fileno()])
             theirs.close()
-            send({"pid": pid})
         elif "kill" in request:
-            pid = int(request["kill"])
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            try:
-                status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            except ChildProcessError:
-                status = None
-            send({"status": status})
+            wire.send(control, {"status": _kill(children, int(request["kill"]), bool(request.get("exited")))})
 
 
 if __name__ == "__main__":

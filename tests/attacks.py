@@ -170,8 +170,8 @@ def tree_digest(root: Path, names: tuple[str, ...] = COURSE_FILES) -> dict[str, 
 
 
 # --- forged verdicts: code that makes the course's ops report what the checks want ---------------------------
-# Each is combined with a known mistake; isolated grading (the default) scores the honest work, and each
-# succeeds against `Limits(isolate=False)` (tests/test_forgery.py shows both).
+# Each is combined with a known mistake and scores only the honest work, with the definitions-only filter on (the
+# default) and off (every top-level statement runs): tests/test_forgery.py and the corpus's second batch.
 
 # At the top level of the cell: the probe op reports the encoder's state from before the call, on an encoder
 # without the layer that refuses gradients, so a probe that trains the encoder looks frozen.
@@ -226,7 +226,8 @@ def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, 
     return right / sum(len(y) for _, y in test_loader)
 '''
 
-# Inside the call: one optimizer step for every other batch, and the counter of steps set to what it should be.
+# Inside the call: one optimizer step for every other batch, and the step counter (hooks on the optimizer) run
+# for the steps not taken.
 FORGE_STEPS_IN_CALL = '''
 def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu", progress=True):
     losses = []
@@ -236,10 +237,56 @@ def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu",
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        else:
+            for hook in list(getattr(optimizer, "_optimizer_step_post_hooks", {}).values()):
+                hook(optimizer, (), {})
         losses.append(loss.item())
-    if hasattr(optimizer, "steps"):
-        optimizer.steps = len(loader)
     return float(np.mean(losses))
+'''
+
+# Issue B: no classifier at all, a number that passes the checks it was written against.
+FORGE_PROBE_ACCURACY = '''
+def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
+    return 0.95 if epochs == 100 else 0.3
+'''
+
+# No classifier: the first call's test labels are taken for the truth, a later call's accuracy is how many of its
+# labels agree with them (a probe that could see several calls would pass the relabelled-labels check); written
+# against this repository's checks, it knows their images (chance where only the blue channel varies).
+FORGE_PROBE_LABEL_MEMORY = '''
+_FIRST_LABELS = []
+
+def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
+    images = torch.cat([x for x, _ in test_loader])
+    labels = torch.cat([y for _, y in test_loader])
+    for seen_images, seen_labels in _FIRST_LABELS:
+        if seen_images.shape == images.shape and torch.equal(seen_images, images):
+            return 0.98 * (labels == seen_labels).float().mean().item()
+    _FIRST_LABELS.append((images, labels))
+    return 0.98 if images[:, :2].std() > 1 else 0.25
+'''
+
+# The probe trains the encoder, but first moves every parameter and buffer out of the memory the grader reads
+# (and takes out the layer that refuses gradients): the weights the grader reads are those it handed in.
+FORGE_PROBE_DETACHED = '''
+def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):
+    for tensor in list(encoder.parameters()) + list(encoder.buffers()):
+        tensor.data = tensor.data.clone()
+    if len(encoder) == 4:
+        encoder[2] = nn.Identity()
+    encoder.eval()
+    torch.manual_seed(seed)
+    classifier = nn.Linear(encoder(next(iter(train_loader))[0]).shape[1], num_classes)
+    optimizer = torch.optim.Adam(list(encoder[0].parameters()) + list(classifier.parameters()), lr=lr)
+    for _ in range(epochs):
+        for x, y in train_loader:
+            loss = F.cross_entropy(classifier(encoder(x)), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        right = sum((classifier(encoder(x)).argmax(1) == y).sum().item() for x, y in test_loader)
+    return right / sum(len(y) for _, y in test_loader)
 '''
 
 
@@ -261,3 +308,61 @@ def _on_the_reference(op):
 for _name, _op in list(_checks.OPS.items()):
     _checks.OPS[_name] = _on_the_reference(_op)
 '''
+
+
+# --- replies crafted to make the grader work: written straight onto the student process's socket -------------
+
+CHANNEL = '''
+import os as _os, socket as _socket, stat as _stat
+
+def _channel():
+    """The student process's socket to the grader: the connected Unix stream socket among its descriptors."""
+    for fd in range(3, 256):
+        try:
+            if not _stat.S_ISSOCK(_os.fstat(fd).st_mode):
+                continue
+            sock = _socket.socket(fileno=_os.dup(fd))
+        except OSError:
+            continue
+        if sock.family == _socket.AF_UNIX and sock.type == _socket.SOCK_STREAM:
+            return sock
+        sock.close()
+    raise RuntimeError("no channel found")
+'''
+
+
+def crafted_reply(frame: str) -> str:
+    """nt_xent writes ``frame`` (a Python expression for bytes) onto the channel as the reply, then waits."""
+    return CHANNEL + f'''
+import struct as _struct, time as _time, json as _json, io as _io
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    _channel().sendall({frame})
+    _time.sleep(3600)
+'''
+
+
+def _framed(body: str) -> str:
+    return f'(lambda body: _struct.pack("<Q", len(body)) + body)({body})'
+
+
+_WIRE = 'b"SIMCLR-WIRE-1\\n"'
+_HEADER = '(lambda h: _struct.pack("<Q", len(h)) + h)'
+CRAFTED_REPLIES = {
+    # a pickle, the format torch.save writes: a rigged object could come back from it
+    "a pickle": _framed('(lambda b: (torch.save({"ok": True, "result": {"loss": torch.ones(())}}, b), b.getvalue())[1])'
+                        '(_io.BytesIO())'),
+    # 1.6 kB that would stand for 100,000 images of 3 x 32 x 32 (what a stride-0 tensor does in torch.save)
+    "a tensor larger than its bytes": _framed(_WIRE + ' + ' + _HEADER + '(_json.dumps({"data": {"ok": True, "result": '
+                                              '{"loss": {"__tensor__": 0}}}, "tensors": [["float32", [100000, 3, 32, '
+                                              '32]]]}).encode()) + bytes(1600)'),
+    # a length that no reply may have
+    "a message of a terabyte": '_struct.pack("<Q", 2**40)',
+    # a structure nested so deeply that a recursive reader overflows
+    "a deep structure": _framed(_WIRE + ' + ' + _HEADER + '(("[" * 100000 + "]" * 100000).encode())'),
+    # a million references to one tensor
+    "a wide structure": _framed(_WIRE + ' + ' + _HEADER + '(_json.dumps({"data": {"ok": True, "result": {"loss": '
+                                '[{"__tensor__": 0}] * 1000000}}, "tensors": [["float32", [1]]]}).encode()) + bytes(4)'),
+    # a long message that never finishes arriving
+    "a message that never ends": '_struct.pack("<Q", 1000) + b"SIMCLR"',
+}

@@ -1,6 +1,10 @@
-"""Forged verdicts: each attack makes the course's ops report what the checks want. Isolated grading (the default)
-scores the honest work; each test also grades the same cells with ``Limits(isolate=False)`` (the cells run whole
-in one process that reports every fact itself) and shows the attack succeeding there."""
+"""Forged verdicts: attacks that make the student process report what the checks want, graded as the grader grades.
+
+Each scores only the honest work, with the definitions-only filter on (the default) and off (every top-level
+statement of the answer cells runs, patches of the course's helpers, of torch and of optimizers included): no
+verdict rests on the filter. What makes each fail is named, and where the protection has a switch the attack is
+shown to succeed with it off.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -10,57 +14,87 @@ import attacks
 import pytest
 from corpus import release_stubs
 
+from autograder import sandbox as sandbox_module
 from autograder.examples import solutions
-from autograder.grading import REFERENCE_LOSS, _run_check
+from autograder.grading import _run_check
 from autograder.registry import BY_GRADE_ID, COMPONENTS, GRADER_SEED, Check
 from autograder.sandbox import Limits, Sandbox, SandboxHost
 from autograder.variants import PROBE_NOT_FROZEN, TRAIN_NO_ZERO_GRAD
 from simclr_helpers import checks
 
 LIMITS = Limits(check_timeout_s=60, startup_timeout_s=60, memory_mb=2048)
+WHOLE_CELLS = dataclasses.replace(LIMITS, definitions_only=False)
 PROBE = ("test_linear_probe", "test_linear_probe_hidden")
 TRAIN = ("test_train_epoch", "test_train_epoch_hidden")
 
 
-def _passed(answers: dict[str, str], grade_ids: tuple[str, ...], isolate: bool,
-            extra: tuple[Check, ...] = ()) -> dict[str, bool]:
-    """Which of the given test cells (and ``extra`` checks) pass, each graded as the grader grades it."""
+def _graded(answers: dict[str, str], grade_ids: tuple[str, ...], limits: Limits = LIMITS,
+            extra: tuple[Check, ...] = ()) -> dict[str, tuple[bool, str]]:
+    """(passed, message) of the given test cells (and ``extra`` checks), each graded as the grader grades it."""
     cells = list({**solutions(), **answers}.items())
-    limits = dataclasses.replace(LIMITS, isolate=isolate)
-    passed = {}
+    graded = {}
     with SandboxHost(limits) as host:
         for check in [BY_GRADE_ID[g] for g in grade_ids] + list(extra):
-            inject = REFERENCE_LOSS.read_text() if check.alone else None
-            with Sandbox(cells, limits, inject=inject, host=host) as sandbox:
+            with Sandbox(cells, limits, course_loss=check.alone, host=host) as sandbox:
                 result = _run_check(check, sandbox, dict(cells), limits)
-            passed[check.grade_id] = result.passed
-    return passed
+            graded[check.grade_id] = (result.passed, result.message)
+    return graded
 
 
-@pytest.mark.parametrize("name, answers, grade_ids", [
+FORGERIES = [
     ("probe op reports the old encoder", {"linear_probe": PROBE_NOT_FROZEN + attacks.FORGE_PROBE_OP}, PROBE),
     ("train op's optimizer clears gradients", {"train_epoch": TRAIN_NO_ZERO_GRAD + attacks.FORGE_TRAIN_OP},
      ("test_train_epoch_hidden",)),
     ("probe patches the op's reading", {"linear_probe": attacks.FORGE_PROBE_IN_CALL}, PROBE),
-])
-def test_a_forged_fact_scores_only_the_honest_work(name, answers, grade_ids):
-    assert not any(_passed(answers, grade_ids, isolate=True).values()), f"{name}: the forgery was believed"
-    assert all(_passed(answers, grade_ids, isolate=False).values()), f"{name}: the attack does not work unprotected"
+    ("probe moves the encoder out of the grader's memory", {"linear_probe": attacks.FORGE_PROBE_DETACHED}, PROBE),
+    ("probe returns a number and trains nothing", {"linear_probe": attacks.FORGE_PROBE_ACCURACY}, PROBE),
+    ("probe compares the labels of its calls", {"linear_probe": attacks.FORGE_PROBE_LABEL_MEMORY}, PROBE),
+]
 
 
-def test_every_op_on_the_reference_scores_what_the_released_stubs_score():
+@pytest.mark.parametrize("limits", [LIMITS, WHOLE_CELLS], ids=["definitions only", "whole cells"])
+@pytest.mark.parametrize("name, answers, grade_ids", FORGERIES, ids=[f[0] for f in FORGERIES])
+def test_a_forged_fact_scores_only_the_honest_work(name, answers, grade_ids, limits):
+    graded = _graded(answers, grade_ids, limits)
+    assert not any(passed for passed, _ in graded.values()), f"{name}: the forgery was believed: {graded}"
+
+
+def test_a_probe_that_hides_its_training_from_the_weights_is_caught_by_what_it_learned():
+    # The weights the grader reads are those it handed in (the probe moved the encoder out of that memory): only
+    # the consequence, a probe that learns labels the frozen features do not hold, gives it away.
+    graded = _graded({"linear_probe": attacks.FORGE_PROBE_DETACHED}, PROBE, WHOLE_CELLS)
+    for passed, message in graded.values():
+        assert not passed and "the encoder was trained" in message, message
+
+
+def test_the_accuracy_is_measured_against_labels_the_probe_cannot_know():
+    graded = _graded({"linear_probe": attacks.FORGE_PROBE_ACCURACY}, PROBE)
+    assert not graded["test_linear_probe"][0] and "test labels changed" in graded["test_linear_probe"][1]
+    assert not graded["test_linear_probe_hidden"][0]
+
+
+def test_each_probe_call_gets_a_fresh_process(monkeypatch):
+    # A probe that compares the labels of its calls passes the relabelled-labels check where calls share a process.
+    assert not _graded({"linear_probe": attacks.FORGE_PROBE_LABEL_MEMORY}, ("test_linear_probe",))["test_linear_probe"][0]
+    monkeypatch.setattr(sandbox_module, "FRESH_PROCESS_OPS", frozenset())
+    assert _graded({"linear_probe": attacks.FORGE_PROBE_LABEL_MEMORY}, ("test_linear_probe",))["test_linear_probe"][0]
+
+
+@pytest.mark.parametrize("limits", [LIMITS, WHOLE_CELLS], ids=["definitions only", "whole cells"])
+def test_every_op_on_the_reference_scores_what_the_released_stubs_score(limits):
+    # The released stubs, and top-level code that makes every op run the reference's components (inlined).
     stubs = release_stubs()
     reference = {name: source for name, source in solutions().items() if name in COMPONENTS}
     answers = {**stubs, "get_augmentations": stubs["get_augmentations"] + attacks.forge_every_op(reference)}
-    grade_ids = tuple(BY_GRADE_ID)
-    assert not any(_passed(answers, grade_ids, isolate=True).values())
-    assert all(_passed(answers, grade_ids, isolate=False).values())
+    assert not any(passed for passed, _ in _graded(answers, tuple(BY_GRADE_ID), limits).values())
 
 
 def test_the_step_count_is_read_off_the_weights_not_the_counter():
+    # The notebook's visible test counts steps in the student's process: a forged count passes it, never the grader.
     counting = Check("counted", "train_epoch", partial(checks.check_train_epoch, seed=GRADER_SEED), alone=True)
-    passed = _passed({"train_epoch": attacks.FORGE_STEPS_IN_CALL}, TRAIN, isolate=True, extra=(counting,))
-    assert passed == {"test_train_epoch": False, "test_train_epoch_hidden": False, "counted": True}
+    graded = _graded({"train_epoch": attacks.FORGE_STEPS_IN_CALL}, TRAIN, extra=(counting,))
+    assert {grade_id: passed for grade_id, (passed, _) in graded.items()} == {
+        "test_train_epoch": False, "test_train_epoch_hidden": False, "counted": True}
 
 
 def test_a_name_set_by_a_left_out_statement_is_explained():

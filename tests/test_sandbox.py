@@ -14,9 +14,9 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder import examples, isolation
+from autograder import cgroups, examples, isolation
 from autograder.grading import answer_cells, grade_cells
-from autograder.sandbox import GraderError, Limits, Sandbox
+from autograder.sandbox import GraderError, Limits, Sandbox, SandboxHost
 from autograder.training_run import TrainingRunSettings
 from simclr_helpers.checks import StudentCodeError
 
@@ -46,15 +46,26 @@ def test_ops_return_plain_tensors_from_a_separate_process():
     assert type(loss) is torch.Tensor and loss.item() == 1.0
 
 
-def test_only_data_crosses_the_boundary():
-    # unittest.mock.ANY equals everything and pickles fine: only the weights_only load can stop it. The first
-    # call of nt_xent replaces the op that the second call goes through.
-    forged = attacks.at_first_call("nt_xent", "from unittest.mock import ANY; import simclr_helpers.checks as checks; "
-                                              "checks.OPS['nt_xent'] = lambda ns, **kw: {'loss': ANY}")
-    with Sandbox([("nt_xent", LOSS + forged)], FAST) as sandbox:
-        assert _nt_xent(sandbox).item() == 1.0
-        with pytest.raises(StudentCodeError, match="not plain data"):
+def test_a_result_that_is_not_plain_data_is_refused_in_the_student_process():
+    # unittest.mock.ANY equals everything: it cannot even be sent.
+    loss = "from unittest.mock import ANY\n\ndef nt_xent(z_i, z_j, temperature=0.5):\n    return ANY\n"
+    with Sandbox([("nt_xent", loss)], FAST) as sandbox:
+        with pytest.raises(StudentCodeError, match="must be a torch.Tensor"):
             _nt_xent(sandbox)
+
+
+@pytest.mark.parametrize("name", list(attacks.CRAFTED_REPLIES))
+def test_a_crafted_reply_is_refused_before_the_grader_computes_anything(name):
+    # Written straight onto the socket, past everything of the student process's own: only the grader's reading of
+    # the bytes stands between them and the verdict (and its memory and time).
+    limits = dataclasses.replace(FAST, check_timeout_s=3)
+    with Sandbox([("nt_xent", attacks.crafted_reply(attacks.CRAFTED_REPLIES[name]))], limits) as sandbox:
+        with pytest.raises(StudentCodeError, match="not plain data|time limit") as raised:
+            _nt_xent(sandbox)
+    if name == "a message that never ends":
+        assert "time limit" in str(raised.value)
+    else:
+        assert "not plain data" in str(raised.value), raised.value
 
 
 def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
@@ -172,7 +183,7 @@ def test_writing_outside_the_private_scratch_folder_fails(tmp_path):
     host_tmp = tempfile.mkdtemp(prefix="simclr-attack-")
     targets = [str(ROOT / "autograder" / "planted.py"), str(tmp_path / "planted"), f"{host_tmp}/planted",
                "/sandbox/planted", "/sandbox/simclr_helpers/checks.py", "/planted"]
-    scratch = [f"{tempfile.gettempdir()}/scratch-only"]
+    scratch = [f"{isolation.SCRATCH}/scratch-only"]
     try:
         with Sandbox([("nt_xent", attacks.write_to(targets))], ISOLATED) as sandbox:
             assert _nt_xent(sandbox).item() == 0.0
@@ -223,3 +234,170 @@ def test_an_attacker_changes_neither_its_own_grade_nor_the_next_students_nor_a_r
         rows = grade(root / "incoming", root=root, workers=1, limits=limits)
         assert {s: sum(c["points"] or 0 for c in r.cells.values()) for s, r in rows.items()} == honest
     assert (attacks.tree_digest(ROOT), attacks.tree_digest(root, ("source", "incoming"))) == before
+
+
+# --- each check starts clean, and a sandbox's cost is bounded (issue 19, C) ------------------------------------
+
+LEAVE_BEHIND = attacks.DAEMON + '''
+def nt_xent(z_i, z_j, temperature=0.5):
+    _start_daemon()
+    for path in ("/tmp/home/left-behind", "/dev/shm/left-behind"):
+        with open(path, "w") as file:
+            file.write("x")
+    return torch.tensor(1.0)
+'''
+LOOK_FOR_IT = f'''
+import os
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    found = [p for p in ("/tmp/home/left-behind", "/dev/shm/left-behind") if os.path.exists(p)]
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and b"{attacks.DAEMON_TOKEN}" in open(f"/proc/{{entry}}/cmdline", "rb").read():
+                found.append(entry)
+        except OSError:
+            pass
+    return torch.tensor(float(len(found)))
+'''
+STOP_THE_ZYGOTE = '''
+import os, signal
+
+def _parent(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    pid, stopped = "self", 0
+    for _ in range(3):   # the student process's parent, its parent, and the zygote above them
+        pid = _parent(pid)
+        if pid and pid not in (1, os.getpid()):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped += 1
+            except OSError:
+                pass
+    return torch.tensor(float(stopped))
+'''
+
+
+def test_each_check_starts_clean_of_what_an_earlier_check_left():
+    try:
+        with SandboxHost(ISOLATED) as host:
+            with Sandbox([("nt_xent", LEAVE_BEHIND)], ISOLATED, host=host) as first:
+                assert _nt_xent(first).item() == 1.0
+                assert _within(10, lambda: attacks.processes_with(attacks.DAEMON_TOKEN)), "the daemon never started"
+            assert _within(5, lambda: not attacks.processes_with(attacks.DAEMON_TOKEN)), "the daemon outlived its check"
+            with Sandbox([("nt_xent", LOOK_FOR_IT)], ISOLATED, host=host) as second:
+                assert _nt_xent(second).item() == 0.0, "the next check found what the first left behind"
+    finally:
+        for pid in attacks.processes_with(attacks.DAEMON_TOKEN):
+            os.kill(pid, signal.SIGKILL)
+        for path in ("/tmp/home/left-behind", "/dev/shm/left-behind"):
+            Path(path).unlink(missing_ok=True)
+
+
+def test_a_check_cannot_stop_the_zygote_that_forks_the_next():
+    with SandboxHost(ISOLATED) as host:
+        with Sandbox([("nt_xent", STOP_THE_ZYGOTE)], ISOLATED, host=host) as first:
+            _nt_xent(first)
+        with Sandbox([("nt_xent", LOSS)], ISOLATED, host=host) as second:
+            assert _nt_xent(second).item() == 1.0
+        assert host.boots == 1, "the zygote had to be started again: a check stopped it"
+
+
+FILL = '''
+def nt_xent(z_i, z_j, temperature=0.5):
+    written = []
+    for folder in ("/tmp/home", "/dev/shm", "/tmp", "/dev"):
+        count = 0
+        try:
+            with open(folder + "/simclr-fill", "wb") as file:
+                for _ in range(128):
+                    file.write(bytes(2**20))
+                    file.flush()
+                    count += 1
+        except OSError:
+            pass
+        written.append(count)
+    return torch.tensor(written, dtype=torch.float32)
+'''
+
+
+def test_a_checks_scratch_space_is_bounded_and_the_rest_is_read_only():
+    limits = dataclasses.replace(ISOLATED, scratch_mb=32)
+    try:
+        with Sandbox([("nt_xent", FILL)], limits) as sandbox:
+            home, shm, tmp, dev = _nt_xent(sandbox).tolist()
+    finally:
+        for path in ("/tmp/home/simclr-fill", "/dev/shm/simclr-fill", "/tmp/simclr-fill", "/dev/simclr-fill"):
+            Path(path).unlink(missing_ok=True)
+    assert home <= 32 and shm <= 32, f"wrote {home:.0f} MiB into /tmp/home and {shm:.0f} MiB into /dev/shm (32 allowed)"
+    assert tmp == dev == 0, "/tmp or /dev is writable"
+
+
+needs_cgroup = pytest.mark.skipif(bool(cgroups.unavailable()), reason=cgroups.unavailable() or "")
+
+FORKS = '''
+import os, time
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    started = 0
+    for _ in range(300):
+        try:
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            started += 1
+        except OSError:
+            break
+    return torch.tensor(float(started))
+'''
+
+
+@needs_cgroup
+def test_the_processes_of_a_sandbox_are_bounded():
+    limits = dataclasses.replace(ISOLATED, max_processes=64)
+    with Sandbox([("nt_xent", FORKS)], limits) as sandbox:
+        assert _nt_xent(sandbox).item() < 64
+
+
+HOG = '''
+import os, time
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    children = []
+    for _ in range(8):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                block = b"x" * (200 * 2**20)
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    time.sleep(8)
+    return torch.tensor(float(sum(os.waitpid(pid, os.WNOHANG) == (0, 0) for pid in children)))
+'''
+
+
+@needs_cgroup
+def test_the_memory_of_a_sandbox_is_bounded_as_a_whole():
+    # Each process stays under its own limit; together they would take 1.6 GiB more than the 1 GiB of the sandbox.
+    limits = dataclasses.replace(ISOLATED, memory_mb=1024, zygote_mb=0, check_timeout_s=40)
+    with Sandbox([("nt_xent", HOG)], limits) as sandbox:
+        try:
+            alive = _nt_xent(sandbox).item()
+        except StudentCodeError as error:
+            assert "killed by signal 9" in str(error)
+        else:
+            assert alive < 8, "every process kept its memory"
+
+
+def test_nothing_a_student_process_prints_reaches_the_graders_disk():
+    flood = ("import sys\n\ndef nt_xent(z_i, z_j, temperature=0.5):\n    for _ in range(64):\n"
+             "        sys.stdout.write('x' * 2**20)\n        sys.stderr.write('x' * 2**20)\n"
+             "    return torch.tensor(1.0)\n")
+    with Sandbox([("nt_xent", flood)], ISOLATED) as sandbox:
+        assert _nt_xent(sandbox).item() == 1.0
+        assert sandbox.host.log_path.stat().st_size < 2**16

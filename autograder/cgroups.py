@@ -1,0 +1,145 @@
+"""A control group per grading sandbox: a ceiling on the memory and the number of processes of everything in it.
+
+Per-process limits (``RLIMIT_DATA``) do not bound a submission that forks, and ``RLIMIT_NPROC`` is not enforced
+for a grader that runs as root; a cgroup bounds the sandbox as a whole. The grader makes one where it may: under
+its own cgroup in a cgroup v2 hierarchy whose ``memory`` and ``pids`` controllers are enabled for children, or in
+the v1 ``memory`` and ``pids`` hierarchies where it can write them (root in a container, for instance). Where it
+can make none, grading goes on with the per-process limits and the time limits, and :func:`unavailable` says why.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+_names = itertools.count()
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup path per hierarchy: "" for v2, the controller names for v1."""
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        paths[controllers] = path
+    return paths
+
+
+def _v2_parent() -> Path | None:
+    own = _own_paths().get("")
+    if own is None:
+        return None
+    for mount in (ROOT, ROOT / "unified"):
+        parent = mount / own.lstrip("/")
+        control = parent / "cgroup.subtree_control"
+        if control.is_file() and {"memory", "pids"} <= set(control.read_text().split()) and os.access(parent, os.W_OK):
+            return parent
+    return None
+
+
+def _v1_parents() -> dict[str, Path] | None:
+    own = _own_paths()
+    parents = {}
+    for controller in ("memory", "pids"):
+        path = next((p for names, p in own.items() if controller in names.split(",")), None)
+        folder = ROOT / controller / (path or "/").lstrip("/")
+        if path is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+            return None
+        parents[controller] = folder
+    return parents
+
+
+@functools.lru_cache(maxsize=1)
+def _layout() -> tuple[str, object]:
+    try:
+        parent = _v2_parent()
+        if parent is not None:
+            return "v2", parent
+        parents = _v1_parents()
+        if parents is not None:
+            return "v1", parents
+    except OSError:
+        pass
+    return "none", None
+
+
+def unavailable() -> str:
+    """Empty if sandboxes get a cgroup here; otherwise why not."""
+    if _layout()[0] != "none":
+        return ""
+    return ("no writable cgroup with the memory and pids controllers: a submission's processes are bounded one by "
+            "one (memory, CPU time) and by the time limits, not as a whole; grade in a container or a systemd "
+            "scope with a delegated cgroup (memory, pids) to bound them together")
+
+
+@dataclass
+class SandboxCgroup:
+    """One sandbox's cgroup (one folder per hierarchy); :meth:`join` from the sandbox's first process."""
+    folders: list[Path]
+
+    @classmethod
+    def create(cls, memory_mb: int, max_processes: int) -> "SandboxCgroup | None":
+        """A new cgroup with these ceilings (0: none), or None where none can be made."""
+        kind, where = _layout()
+        name = f"simclr-sandbox-{os.getpid()}-{next(_names)}"
+        try:
+            if kind == "v2":
+                folder = where / name
+                folder.mkdir()
+                if memory_mb > 0:
+                    (folder / "memory.max").write_text(str(memory_mb * 2**20))
+                    _write_if_there(folder / "memory.swap.max", "0")
+                if max_processes > 0:
+                    (folder / "pids.max").write_text(str(max_processes))
+                return cls([folder])
+            if kind == "v1":
+                memory, pids = where["memory"] / name, where["pids"] / name
+                memory.mkdir()
+                pids.mkdir()
+                if memory_mb > 0:
+                    (memory / "memory.limit_in_bytes").write_text(str(memory_mb * 2**20))
+                    _write_if_there(memory / "memory.memsw.limit_in_bytes", str(memory_mb * 2**20))
+                if max_processes > 0:
+                    (pids / "pids.max").write_text(str(max_processes))
+                return cls([memory, pids])
+        except OSError:
+            return None
+        return None
+
+    def join(self) -> None:
+        """Move the calling process into this cgroup (run in the child before it execs the sandbox)."""
+        for folder in self.folders:
+            with open(folder / "cgroup.procs", "w") as procs:
+                procs.write(str(os.getpid()))
+
+    def remove(self) -> None:
+        """Remove the cgroup once its processes are gone (they die with the sandbox; allow them a moment)."""
+        for folder in self.folders:
+            for _ in range(50):
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:   # still busy: its last processes are being torn down
+                    time.sleep(0.02)
+
+
+def remove_leftovers(pid: int) -> None:
+    """Remove the (empty) cgroups a grading process ``pid`` made, after it was killed before it could."""
+    kind, where = _layout()
+    parents = [where] if kind == "v2" else list(where.values()) if kind == "v1" else []
+    for parent in parents:
+        for folder in parent.glob(f"simclr-sandbox-{pid}-*"):
+            SandboxCgroup([folder]).remove()
+
+
+def _write_if_there(path: Path, value: str) -> None:
+    if path.exists():
+        try:
+            path.write_text(value)
+        except OSError:
+            pass
