@@ -29,13 +29,16 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 # Sanitising a submission: nbgrader's defaults, except that ClearOutput becomes KeepPlainOutputs, which keeps the
-# printed text and PNG figures of the cells that are not graded (the exercise tables the hand-graded answers cite).
+# printed text and PNG figures of the cells that are not graded (the exercise tables the hand-graded answers cite),
+# and, last, SanitizeCells: markdown and raw cells lose what could run in the formgrader's page or the feedback
+# (script, event handlers, javascript: links, SVG attachments...; autograder/sanitize.py says what stays).
 c.Autograde.sanitize_preprocessors = [
     "autograder.nbgrader_plugin.KeepPlainOutputs",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
+    "autograder.sanitize.SanitizeCells",
 ]
 c.TrustedChecks.check_timeout_s = 60       # per check; a hanging function loses that check only
 c.TrustedChecks.memory_mb = 4096           # data-segment limit of the student process
