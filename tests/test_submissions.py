@@ -327,7 +327,7 @@ FAILED_LOG = """\
 
 
 def test_students_nbgrader_did_not_autograde_in_this_run_are_found(tmp_path):
-    old, new = ("old", "new")
+    old, new = "old", "new"
     for student in (old, new):
         write(autograde_outcome.autograded_copy(tmp_path, student), {})
     before = autograde_outcome.before_autograde(tmp_path, [old, new, "dup", "never"])
