@@ -3,13 +3,16 @@
 SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, default: the course's
 ``submitted/``) or a plain folder of ``.ipynb`` files (the student id is the file name). The command
 1. generates the assignment with nbgrader if the gradebook does not know it yet,
-2. reads every notebook; a corrupt or foreign one gets an error row and is left out,
+2. collects the submissions into ``submitted/`` and reads every notebook; a symbolic link, files that would share
+   a student id, a corrupt or foreign notebook, or one nbgrader would fail on gets an error row and is left out
+   (``submissions.py``, ``precheck.py``),
 3. runs the checks of every submission in parallel workers (local processes, or a Dask cluster with
    ``--scheduler``: ``dask_grading.py``), each on student processes in the grading sandbox (``isolation.py``;
    the command refuses to grade where none can be made, unless ``--unsafe-no-sandbox``), with the grader's own
    code read once and checked unchanged before any grade is written (``integrity.py``),
 4. runs ``nbgrader autograde --force`` on this batch's students (scores into the gradebook, SQLite or
-   PostgreSQL: ``gradebook.py``; see ``nbgrader_plugin``) and, with
+   PostgreSQL: ``gradebook.py``; see ``nbgrader_plugin``; a student nbgrader fails on gets an error row with
+   nbgrader's message: ``autograde_outcome.py``) and, with
    ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading),
 5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
 """
@@ -20,10 +23,9 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import itertools
 import json
 import os
-import re
-import shutil
 import sys
 import time
 import warnings
@@ -33,18 +35,18 @@ from typing import Iterator
 
 import nbformat
 
-from . import isolation
+from . import autograde_outcome, isolation
 from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
 from .jobs import Job
 from .pool import local_pool
-from .registry import CHECKS, GRADE_IDS
+from .precheck import AssignmentCells, precheck
+from .registry import GRADE_IDS
 from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
 from .sandbox import Limits
+from .submissions import ASSIGNMENT, NOTEBOOK, collect
 from .training_run import TrainingRunSettings, preflight
-
-ASSIGNMENT, NOTEBOOK = "simclr", "simclr_lab"
 
 
 @dataclass
@@ -60,51 +62,6 @@ class Row:
     seconds: float = 0.0
     feedback: str = ""
     sandbox: str = ""
-
-
-def _student_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "student"
-
-
-def collect(submissions: Path, root: Path) -> dict[str, Path]:
-    """Student id -> submitted notebook under ``root/submitted`` (a plain folder is copied into that layout)."""
-    submitted = root / "submitted"
-    layout = sorted(submissions.glob(f"*/{ASSIGNMENT}/*.ipynb"))
-    if layout:
-        if submissions.resolve() != submitted.resolve():
-            for path in layout:
-                target = submitted / path.relative_to(submissions)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, target)
-        students = sorted({p.relative_to(submissions).parts[0] for p in layout})
-        return {s: submitted / s / ASSIGNMENT / f"{NOTEBOOK}.ipynb" for s in students}
-    found = {}
-    for path in sorted(submissions.glob("*.ipynb")):
-        student = _student_id(path.stem)
-        target = submitted / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
-        found[student] = target
-    return found
-
-
-def precheck(path: Path) -> str:
-    """Empty if the file is a notebook of this assignment; otherwise what is wrong and what to do."""
-    if not path.is_file():
-        names = ", ".join(p.name for p in path.parent.glob("*.ipynb")) or "no notebook"
-        return f"no {path.name} in the submission (found: {names}); submit the assignment's notebook under its own name"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nbformat's notes on old formats (missing cell ids) are not errors
-            nb = nbformat.read(str(path), as_version=4)
-            nbformat.validate(nb)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is reported, the batch goes on
-        return (f"not a readable notebook ({type(error).__name__}: {str(error)[:200]}); "
-                "the student should re-download it from Jupyter (File > Download) and submit again")
-    grade_ids = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells}
-    if not answer_cells(nb) and not grade_ids & {check.grade_id for check in CHECKS}:
-        return "a notebook of another assignment: none of simclr_lab's cells or functions is in it"
-    return ""
 
 
 def read_job(student: str, path: Path, limits: Limits, training: TrainingRunSettings) -> Job:
@@ -151,6 +108,33 @@ def course_limits(config, timeout_s: float | None = None, memory_mb: int | None 
     overrides = {"check_timeout_s": timeout_s, "startup_timeout_s": timeout_s, "memory_mb": memory_mb,
                  "sandbox": sandbox}
     return dataclasses.replace(limits, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _free_key(name: str, rows: dict[str, Row]) -> str:
+    """The row key of a refused file: its name, numbered if a student id already has it (``x.ipynb.ipynb``)."""
+    return next(key for key in itertools.chain([name], (f"{name} ({n})" for n in itertools.count(2)))
+                if key not in rows)
+
+
+def excluded_students(submitted: Path, good: list[str]) -> list[str]:
+    """The folders of ``submitted`` that nbgrader's steps must skip (``--CourseDirectory.student_id_exclude``): all
+    but this batch's graded students, so that a grade command never autogrades (and races on) another batch's
+    students or a refused folder. A name with a comma cannot be excluded (nbgrader splits the list at commas, so it
+    would exclude the names around the comma instead); collect never makes one."""
+    if not submitted.is_dir():
+        return []
+    return sorted(p.name for p in submitted.iterdir() if p.is_dir() and p.name not in good and "," not in p.name)
+
+
+def _autograde_failures(root: Path, before: dict, log_text: str, log: Path, rows: dict[str, Row]) -> None:
+    """An error row, with nbgrader's message, for every student nbgrader autograde did not grade in this run (the
+    gradebook may still hold an earlier batch's scores for it)."""
+    for student, reason in autograde_outcome.failures(root, before, log_text).items():
+        rows[student].status = "error"
+        rows[student].error = (f"nbgrader autograde failed for this submission ({reason}); any scores of it in the "
+                               f"gradebook are an earlier batch's, not this one's. nbgrader's log: {log}. Fix what it "
+                               "names and grade again.")
+        print(f"   {student}: nbgrader autograde failed ({reason})", flush=True)
 
 
 def _gradebook_rows(db_url: str, rows: dict[str, Row]) -> None:
@@ -270,11 +254,16 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         if regenerate:
             print(f"== generating the assignment {ASSIGNMENT} (nbgrader generate_assignment)", flush=True)
             generate_release(ASSIGNMENT, root, extra=[db_option])
-        notebooks = collect(submissions.resolve(), root)
+        cells = AssignmentCells.from_gradebook(db_url)
+        found = collect(submissions.resolve(), root)
+    notebooks = found.notebooks
     sandbox = "bwrap" if limits.sandbox == "bwrap" else f"{limits.sandbox} (UNSAFE: {isolation.UNSAFE_WARNING})"
     rows = {student: Row(student, sandbox=sandbox) for student in notebooks}
+    for name, problem in found.refused.items():
+        key = _free_key(name, rows)
+        rows[key] = Row(key, status="error", error=problem, sandbox=sandbox)
     for student, path in notebooks.items():
-        problem = precheck(path)
+        problem = precheck(path, cells)
         if problem:
             rows[student].status, rows[student].error = "error", problem
     good = [s for s in notebooks if rows[s].status == "graded"]
@@ -313,9 +302,7 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
               f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
               f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
     with course_lock(root):
-        # nbgrader's steps see every student in submitted/: this batch's graded ones only, so that a grade
-        # command never autogrades (and races on) another batch's students
-        others = sorted(p.name for p in (root / "submitted").iterdir() if p.is_dir() and p.name not in good)
+        others = excluded_students(root / "submitted", good)
         if others:
             common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
         if good:
@@ -323,10 +310,16 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
             if feedback:
                 commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
             print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
+            before = autograde_outcome.before_autograde(root, good)
             for command in commands:
                 result = nbgrader(command, root)
+                log = out / f"nbgrader-{command[0]}.log"
+                log.write_text(result.stdout + result.stderr)
                 if result.returncode != 0:
-                    print(f"nbgrader {command[0]} reported errors:\n{result.stderr[-3000:]}", file=sys.stderr)
+                    print(f"nbgrader {command[0]} reported errors (all of it in {log}):\n{result.stderr[-3000:]}",
+                          file=sys.stderr)
+                if command[0] == "autograde":
+                    _autograde_failures(root, before, result.stderr, log, rows)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
     if not feedback:   # feedback left from an earlier batch is not this grade's
