@@ -43,9 +43,16 @@ c.Autograde.sanitize_preprocessors = [
 c.TrustedChecks.check_timeout_s = 60       # per check; a hanging function loses that check only
 c.TrustedChecks.memory_mb = 4096           # data-segment limit of the student process
 c.TrustedChecks.boot_timeout_s = 300      # the student process's own start-up (importing torch): not the student's time
-# Student code runs in the grading sandbox (bubblewrap: new PID, network, user namespaces, no host files). "none"
-# turns it off for trusted code only, and warns on every run; the grade command's --unsafe-no-sandbox does the same.
+# Student code runs in the grading sandbox (bubblewrap: new PID, network, user namespaces, no host files; each check
+# in namespaces of its own). "none" turns it off for trusted code only, and warns on every run; the grade command's
+# --unsafe-no-sandbox does the same.
 c.TrustedChecks.sandbox = "bwrap"
+c.TrustedChecks.scratch_mb = 256          # each student process's /tmp/home and /dev/shm
+# Where a cgroup can be made: all of one submission's processes together (memory_mb + zygote_mb of memory).
+c.TrustedChecks.max_processes = 128
+c.TrustedChecks.zygote_mb = 2048
+# Only the answer cells' definitions run (a saving of grading time: no verdict depends on it).
+c.TrustedChecks.definitions_only = True
 # Test cells the student deleted come back from the gradebook instead of being skipped.
 c.OverwriteCells.add_missing_cells = True
 # nbgrader zeroes a test cell with any stderr output; should autograde ever execute notebooks again (Execute in

@@ -1,14 +1,14 @@
 """Time the batch grader on the test corpus: ``python -m bench.grading --workers 1 2 [--sandbox bwrap none]
-[--isolate on off] [--pool local dask]``.
+[--definitions on off] [--pool local dask] [--label NAME]``.
 
 For each worker count, sandbox mode and pool, grades every submission of ``tests/corpus.py`` (or those named
 with ``--only``) with ``autograder.grade`` in a scratch course folder and records, in
-``bench/records/grading-corpus-w<N>-<sandbox>[-dask][-not-isolated][-<k>of<n>].json``: the wall time of the whole
+``bench/records/grading-corpus-w<N>-<sandbox>[-dask][-whole-cells][-<k>of<n>][-<label>].json``: the wall time of the whole
 command, its parts (checks, nbgrader autograde + feedback), each submission's check time, and the versions.
 ``--pool dask`` grades on a Dask cluster of N workers started for the run on this machine (a scheduler and
 ``dask worker --nthreads 1`` processes on 127.0.0.1, as the tests start them); its start-up is recorded apart.
-``--sandbox none`` measures the grader without the sandbox (what grading cost before it); ``--isolate off``
-without the protection against forged verdicts (``Limits.isolate``: what grading cost before it).
+``--sandbox none`` measures the grader without the sandbox (what grading cost before it); ``--definitions off``
+runs every top-level statement of the answer cells (``Limits.definitions_only``).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def measure(workers: int, limits: Limits, only: list[str] | None = None, pool: s
     per_submission = {name: row.seconds for name, row in rows.items() if row.status == "graded"}
     ordinary = sorted(v for k, v in per_submission.items() if not k.startswith(("tamper_endless", "tamper_sigkill")))
     return dict(workers=workers, pool=pool, cluster_start_s=cluster_start_s, sandbox=limits.sandbox,
-                isolate=limits.isolate, submissions=len(corpus),
+                definitions_only=limits.definitions_only, submissions=len(corpus),
                 of_corpus=len(CORPUS),
                 graded=len(per_submission), total_s=round(total, 1),
                 checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
@@ -83,17 +83,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per check (the corpus test's 15)")
     parser.add_argument("--sandbox", nargs="+", default=["bwrap"], choices=["bwrap", "none"])
-    parser.add_argument("--isolate", nargs="+", default=["on"], choices=["on", "off"])
+    parser.add_argument("--definitions", nargs="+", default=["on"], choices=["on", "off"],
+                        help="run only the answer cells' definitions (on, the default) or whole cells (off)")
+    parser.add_argument("--label", help="appended to the record's name (e.g. before/after a change)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="grade only these corpus submissions")
     parser.add_argument("--pool", nargs="+", default=["local"], choices=["local", "dask"],
                         help="local processes, or a Dask cluster of --workers workers started on this machine")
     args = parser.parse_args(argv)
-    for sandbox, isolate, workers, pool in itertools.product(args.sandbox, args.isolate, args.workers, args.pool):
+    for sandbox, definitions, workers, pool in itertools.product(args.sandbox, args.definitions, args.workers,
+                                                                 args.pool):
         limits = Limits(check_timeout_s=args.timeout, startup_timeout_s=20, memory_mb=2048, sandbox=sandbox,
-                        isolate=isolate == "on")
+                        definitions_only=definitions == "on")
         record = measure(workers, limits, args.only, pool)
-        part = ("-dask" if pool == "dask" else "") + ("" if limits.isolate else "-not-isolated") + \
-            (f"-{record['submissions']}of{record['of_corpus']}" if args.only else "")
+        part = ("-dask" if pool == "dask" else "") + ("" if limits.definitions_only else "-whole-cells") + \
+            (f"-{record['submissions']}of{record['of_corpus']}" if args.only else "") + \
+            (f"-{args.label}" if args.label else "")
         path = RECORDS / f"grading-corpus-w{workers}-{sandbox}{part}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{workers} {pool} worker(s): {record['total_s']} s for {record['submissions']} submissions "

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 
-from attacks import (DAEMON, at_first_call, FORGE_PROBE_IN_CALL, FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER,
-                     forge_every_op)
+from attacks import (DAEMON, FORGE_PROBE_ACCURACY, FORGE_PROBE_DETACHED, FORGE_PROBE_IN_CALL, FORGE_PROBE_LABEL_MEMORY,
+                     FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER, at_first_call, forge_every_op)
 from autograder import variants
 from autograder.examples import filled_release, solutions
 from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
@@ -262,8 +262,14 @@ CORPUS: list[Submission] = [
                    {name: source for name, source in solutions().items() if name in COMPONENTS})}),
     Submission("forge_probe_in_call", "linear_probe trains the encoder, then patches the op's reading of it",
                ("test_linear_probe", "test_linear_probe_hidden"), cells={"linear_probe": FORGE_PROBE_IN_CALL}),
-    Submission("forge_steps_in_call", "train_epoch steps on every other batch and sets the step counter it was given",
-               ("test_train_epoch", "test_train_epoch_hidden"), cells={"train_epoch": FORGE_STEPS_IN_CALL}),
+    Submission("forge_steps_in_call", "train_epoch steps on every other batch and runs the step counter's hooks for "
+               "the others", ("test_train_epoch", "test_train_epoch_hidden"), cells={"train_epoch": FORGE_STEPS_IN_CALL}),
+    Submission("forge_probe_accuracy", "linear_probe returns 0.95 when epochs is 100, else 0.3; no classifier",
+               ("test_linear_probe", "test_linear_probe_hidden"), cells={"linear_probe": FORGE_PROBE_ACCURACY}),
+    Submission("forge_probe_label_memory", "linear_probe compares the test labels of its calls; no classifier",
+               ("test_linear_probe", "test_linear_probe_hidden"), cells={"linear_probe": FORGE_PROBE_LABEL_MEMORY}),
+    Submission("forge_probe_detached", "linear_probe moves the encoder out of the memory the grader reads, then "
+               "trains it", ("test_linear_probe", "test_linear_probe_hidden"), cells={"linear_probe": FORGE_PROBE_DETACHED}),
     Submission("tamper_endless_call", "nt_xent never returns", NT_XENT, cells={"nt_xent": ENDLESS_CALL}),
     Submission("tamper_endless_definition", "the get_augmentations cell never finishes",
                ("test_get_augmentations", "test_get_augmentations_hidden"),
@@ -279,6 +285,13 @@ CORPUS: list[Submission] = [
     Submission("corrupt_json", "a truncated file", raw='{"cells": [{"cell_type": "code", "sour', expected_error=True),
     Submission("foreign_notebook", "a notebook of another course", raw=FOREIGN, expected_error=True),
 ]
+
+
+# Graded a second time with every top-level statement of the answer cells run (Limits.definitions_only off): the
+# attacks whose code runs there, each expected to score the same.
+WHOLE_CELLS = [s for s in CORPUS if s.name.startswith(("forge_", "tamper_")) and s.name not in {
+    "tamper_edited_tests", "tamper_deleted_tests", "tamper_fake_outputs", "tamper_endless_call", "tamper_os_exit",
+    "tamper_sys_exit", "tamper_sigkill", "tamper_memory_bomb"}]
 
 
 def write_corpus(folder: Path, corpus: list[Submission] = CORPUS) -> None:

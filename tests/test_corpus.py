@@ -1,5 +1,6 @@
 """Grade the whole corpus (tests/corpus.py) with the batch command and compare every score with the expected one."""
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,18 +10,23 @@ import pytest
 import attacks
 from autograder.grade import grade
 from autograder.sandbox import Limits
-from corpus import CORPUS, ROOT, TOTAL, write_corpus
+from corpus import CORPUS, ROOT, TOTAL, WHOLE_CELLS, write_corpus
 
 # Short limits keep the endless-loop and crash submissions cheap; correct code needs a fraction of them.
 LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def _course(tmp_path_factory, corpus) -> Path:
     root = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    write_corpus(root / "incoming")
+    write_corpus(root / "incoming", corpus)
+    return root
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = _course(tmp_path_factory, CORPUS)
     before = {"repository": attacks.tree_digest(ROOT), "course": attacks.tree_digest(root, ("source", "incoming"))}
     rows = grade(root / "incoming", root=root, workers=2, limits=LIMITS, feedback=True)
     after = {"repository": attacks.tree_digest(ROOT), "course": attacks.tree_digest(root, ("source", "incoming"))}
@@ -47,6 +53,18 @@ def test_every_submission_gets_its_expected_score(graded, capsys):
         print("\n" + "\n".join(lines))
     assert len(CORPUS) >= 30
     assert not mismatches, "\n".join(mismatches)
+
+
+def test_with_every_top_level_statement_run_each_attack_scores_the_same(tmp_path_factory):
+    # No verdict rests on the definitions-only filter: the attacks' patches of the course's helpers, of torch and
+    # of optimizers all run, and each submission still gets what its honest work earns.
+    root = _course(tmp_path_factory, WHOLE_CELLS)
+    rows = grade(root / "incoming", root=root, workers=2, limits=dataclasses.replace(LIMITS, definitions_only=False))
+    got = {s.name: _got(rows[s.name]) for s in WHOLE_CELLS}
+    assert got == {s.name: s.expected for s in WHOLE_CELLS}
+    for submission in WHOLE_CELLS:
+        failed = {g for g, c in rows[submission.name].cells.items() if (c["points"] or 0) < c["max"]}
+        assert failed == set(submission.fails), f"{submission.name}: failed {sorted(failed)}"
 
 
 def test_each_mistake_fails_exactly_its_cells(graded):

@@ -3,11 +3,11 @@
 A check never looks at your objects directly. It asks an *op* to run one of your functions on inputs the
 check chose and to hand back plain data: tensors, numbers, strings. Then it compares that data with what a
 correct component must give. In your notebook the ops run in your kernel (``checks.visible("nt_xent",
-globals())``); the grader runs the same ops in a separate process and makes its verdicts outside it.
+globals())``); the grader runs the same ops in a separate process, reads the weights your function changed from
+memory it owns, and makes its verdicts outside that process, from the data alone.
 """
 from __future__ import annotations
 
-import io
 import math
 import random
 from typing import Any, Callable
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import CIFAR10_MEAN, CIFAR10_STD
+from . import wire
 
 Namespace = dict[str, Any]
 
@@ -45,12 +45,7 @@ def plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: plain_tensor(value, name) for name, value in module.state_dict().items()}
 
 
-def roundtrip(data: Any) -> Any:
-    """What crosses a process boundary: serialised, then loaded back with ``weights_only`` (data only)."""
-    buffer = io.BytesIO()
-    torch.save(data, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+roundtrip = wire.roundtrip
 
 
 def _component(namespace: Namespace, name: str) -> Any:
@@ -142,23 +137,6 @@ def op_nt_xent(ns: Namespace, z_i: torch.Tensor, z_j: torch.Tensor, temperature:
     return result
 
 
-class _CountingOptimizer:
-    """Wraps a torch optimizer and counts ``step`` calls."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer):
-        self._optimizer, self.steps = optimizer, 0
-
-    def step(self, closure=None):
-        self.steps += 1
-        return self._optimizer.step(closure)
-
-    def zero_grad(self, set_to_none: bool = True):
-        self._optimizer.zero_grad(set_to_none=set_to_none)
-
-    def __getattr__(self, name):
-        return getattr(self._optimizer, name)
-
-
 class _RecordingLinear(nn.Linear):
     """A linear encoder that remembers every input it saw."""
 
@@ -183,32 +161,37 @@ def _watch_here(call: Callable[[], dict], modules: dict[str, nn.Module]) -> tupl
 
 
 # How an op calls student code that changes the modules it is given: ``WATCH(call, modules)`` returns what
-# ``call()`` returns and the modules' state afterwards. In the notebook that is a plain call; the grader installs
-# one that runs ``call`` in a child process and reads the modules' (shared) memory itself afterwards, so the
-# state it reports is what the student's function left, not what code in that process says it left.
+# ``call()`` returns and the modules' state afterwards. In the notebook that is a plain call; in the grader's
+# student process the modules' tensors are placed in memory the grader owns and reads itself (the state in the
+# reply is then empty and ignored).
 WATCH: Callable[[Callable[[], dict], dict[str, nn.Module]], tuple[dict, dict[str, dict]]] = _watch_here
+# op -> {result key: the input that holds that module's starting state}: the modules WATCH hands over
+WATCHED = {"train_epoch": {"encoder": "encoder_state", "head": "head_state"},
+           "linear_probe": {"state": "encoder_state"}}
 
 
 def op_train_epoch(ns: Namespace, batches: list, encoder_state: dict, head_state: dict, dims: list[int],
                    optimizer: str, lr: float, temperature: float, epochs: int = 1) -> dict:
     """Run ``train_epoch`` ``epochs`` times on fixed batches of views ((x_i, x_j), labels) from given weights.
 
-    Returns the weights after, what it returned, and (as the student's process counted them, for messages)
-    the optimizer steps and the inputs the encoder saw."""
+    Returns the weights after, what it returned, and (as this process counted them: the notebook's visible test
+    and the grader's messages use them, no verdict of the grader does) the optimizer steps and the inputs the
+    encoder saw."""
     encoder, head = toy_models(*dims)
     encoder.load_state_dict(encoder_state)
     head.load_state_dict(head_state)
     params = list(encoder.parameters()) + list(head.parameters())
-    inner = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
-    counting = _CountingOptimizer(inner)
+    optimizer = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
+    steps = [0]
+    optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     loader = [((x_i.clone(), x_j.clone()), labels.clone()) for (x_i, x_j), labels in batches]
     train_epoch = _component(ns, "train_epoch")
 
     def call() -> dict:
-        returned = [plain_float(_call("train_epoch", train_epoch, encoder, head, loader, counting,
+        returned = [plain_float(_call("train_epoch", train_epoch, encoder, head, loader, optimizer,
                                       temperature=temperature, device="cpu", progress=False), "train_epoch's result")
                     for _ in range(epochs)]
-        return {"returned": returned, "steps": int(counting.steps),
+        return {"returned": returned, "steps": int(steps[0]),
                 "seen": torch.cat(encoder.seen) if encoder.seen else torch.empty(0)}
 
     data, states = WATCH(call, {"encoder": encoder, "head": head})
@@ -255,8 +238,8 @@ def op_linear_probe(ns: Namespace, train: list, test: list, encoder_state: dict,
                          epochs=epochs, lr=lr, device="cpu", seed=0)
         return {"accuracy": plain_float(accuracy, "linear_probe's result")}
 
-    data, states = WATCH(call, {"encoder": encoder})
-    return {**data, "state": states["encoder"]}
+    data, states = WATCH(call, {"state": encoder})
+    return {**data, "state": states["state"]}
 
 
 def op_training_run(ns: Namespace, preset: dict, data_dir: str, device: str, seed: int) -> dict:
@@ -335,17 +318,60 @@ def toy_weights(dims: list[int], seed: int) -> tuple[dict, dict]:
 
 def separable_batches(n: int = 400, seed: int = 0) -> tuple[list, list]:
     """Images whose mean colour encodes one of 4 classes: linearly separable through the probe encoder."""
+    x, labels = _images(n, 3 * torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]]), seed)
+    return _batches(x, labels, 0, 300), _batches(x, labels, 300, n)
+
+
+def hidden_channel_batches(n: int = 400, seed: int = 0) -> tuple[list, list]:
+    """Images whose class is in the blue channel alone, which :func:`hidden_channel_weights` makes the probe
+    encoder ignore: only a probe that trains the encoder can tell these classes apart."""
+    centres = torch.zeros(4, 3)
+    centres[:, 2] = torch.tensor([-4.5, -1.5, 1.5, 4.5])
+    x, labels = _images(n, centres, seed)
+    return _batches(x, labels, 0, 300), _batches(x, labels, 300, n)
+
+
+def _images(n: int, centres: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 4, (n,), generator=gen)
-    centres = 3 * torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [-1, -1, -1]])
-    x = centres[labels][:, :, None, None] + 0.3 * torch.randn(n, 3, 2, 2, generator=gen)
-    batches = lambda a, b: [(x[i:i + 50], labels[i:i + 50]) for i in range(a, b, 50)]
-    return batches(0, 300), batches(300, n)
+    return centres[labels][:, :, None, None] + 0.3 * torch.randn(n, 3, 2, 2, generator=gen), labels
+
+
+def _batches(x: torch.Tensor, labels: torch.Tensor, start: int, end: int, size: int = 50) -> list:
+    return [(x[i:min(i + size, end)], labels[i:min(i + size, end)]) for i in range(start, end, size)]
+
+
+def by_class(batches: list) -> list:
+    """The same images and labels, one class per batch: features that depend on the batch (BatchNorm in training
+    mode) lose what tells the classes apart."""
+    x, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    return [(x[labels == c], labels[labels == c]) for c in labels.unique().tolist()]
+
+
+def relabelled(batches: list, seed: int, share: tuple[float, float] = (0.25, 0.5)) -> tuple[list, float]:
+    """The same images with the labels of a share of them (drawn in ``share`` by ``seed``) changed to another class,
+    and the accuracy against those labels of a classifier that finds every image's class: a probe's accuracy must
+    follow the labels it is given, which it cannot know without classifying the images."""
+    gen = torch.Generator().manual_seed(seed)
+    x, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    fraction = share[0] + (share[1] - share[0]) * torch.rand(1, generator=gen).item()
+    changed = torch.randperm(len(labels), generator=gen)[:round(fraction * len(labels))]
+    given = labels.clone()
+    given[changed] = (labels[changed] + torch.randint(1, 4, (len(changed),), generator=gen)) % 4
+    expected = (given == labels).float().mean().item()
+    return _batches(x, given, 0, len(given)), expected
 
 
 def probe_weights(seed: int) -> dict:
     torch.manual_seed(seed)
     return plain_state(probe_encoder())
+
+
+def hidden_channel_weights(seed: int) -> dict:
+    """Probe-encoder weights that ignore the blue channel (see :func:`hidden_channel_batches`)."""
+    weights = probe_weights(seed)
+    weights["0.weight"][:, 2] = 0
+    return weights
 
 
 # --- the visible checks (each test cell of the notebook calls one) ----------------------------------
@@ -439,15 +465,28 @@ def check_train_epoch(student, seed: int = 0) -> None:
 
 
 def check_linear_probe(student, seed: int = 0) -> None:
-    """Accuracy near 1 on linearly separable features; the encoder's weights unchanged."""
+    """Accuracy near 1 on linearly separable features, an accuracy that follows the labels it is given, and a frozen
+    encoder: its weights unchanged, and nothing learned that its frozen features do not hold."""
     train, test = separable_batches(seed=seed)
     weights = probe_weights(seed=seed)
-    result = student.run("linear_probe", train=train, test=test, encoder_state=weights, freeze_bias=False,
-                         num_classes=4, epochs=100, lr=1e-2)
+    probe = dict(freeze_bias=False, num_classes=4, epochs=100, lr=1e-2)
+    result = student.run("linear_probe", train=train, test=test, encoder_state=weights, **probe)
     accuracy = result["accuracy"]
     assert 0.9 <= accuracy <= 1.0, f"on linearly separable features the accuracy should be close to 1, got {accuracy:.3f}"
     for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
         assert torch.equal(result["state"][name], weights[name]), f"the encoder's {name} changed: do not train it"
+    changed, expected = relabelled(test, seed=seed + 100)
+    got = student.run("linear_probe", train=train, test=changed, encoder_state=weights, **probe)["accuracy"]
+    assert abs(got - expected) <= 0.1, (
+        f"with {100 * (1 - expected):.0f} % of the test labels changed to another class, a classifier that finds "
+        f"the classes scores about {expected:.2f} against them, but linear_probe returned {got:.3f}: return the "
+        "share of test_loader's images whose predicted class equals their label")
+    hidden_train, hidden_test = hidden_channel_batches(seed=seed + 200)
+    learned = student.run("linear_probe", train=hidden_train, test=hidden_test,
+                          encoder_state=hidden_channel_weights(seed), **probe)["accuracy"]
+    assert learned < 0.5, (
+        f"the frozen encoder's features hold nothing about these labels, yet the probe scored {learned:.3f}: the "
+        "encoder was trained; only the linear classifier may learn (extract the features under torch.no_grad())")
 
 
 class _LossOf:

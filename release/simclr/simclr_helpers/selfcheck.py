@@ -39,11 +39,11 @@ def _rates(ns: Namespace) -> None:
         "changes the colours of about four views in five")
 
 
-class _GradientWatcher(checks._CountingOptimizer):
-    """Notices a step taken on gradients that are not those of the last backward pass alone."""
+class _GradientWatcher:
+    """Wraps an optimizer; notices a step taken on gradients that are not those of the last backward pass alone."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]):
-        super().__init__(optimizer)
+        self._optimizer = optimizer
         self.params, self.accumulated = params, False
         self.fresh: dict[int, torch.Tensor] = {}
         for p in params:
@@ -54,7 +54,13 @@ class _GradientWatcher(checks._CountingOptimizer):
             if p.grad is not None and id(p) in self.fresh and not torch.allclose(p.grad, self.fresh[id(p)]):
                 self.accumulated = True
         self.fresh.clear()
-        return super().step(closure)
+        return self._optimizer.step(closure)
+
+    def zero_grad(self, set_to_none: bool = True):
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
 
 
 def _toy_epoch(ns: Namespace, lr: float) -> tuple[float, list[float], _GradientWatcher]:
