@@ -84,30 +84,27 @@ class SandboxCgroup:
     def create(cls, memory_mb: int, max_processes: int) -> "SandboxCgroup | None":
         """A new cgroup with these ceilings (0: none), or None where none can be made."""
         kind, where = _layout()
-        name = f"simclr-sandbox-{os.getpid()}-{next(_names)}"
-        try:
-            if kind == "v2":
-                folder = where / name
-                folder.mkdir()
-                if memory_mb > 0:
-                    (folder / "memory.max").write_text(str(memory_mb * 2**20))
-                    _write_if_there(folder / "memory.swap.max", "0")
-                if max_processes > 0:
-                    (folder / "pids.max").write_text(str(max_processes))
-                return cls([folder])
-            if kind == "v1":
-                memory, pids = where["memory"] / name, where["pids"] / name
-                memory.mkdir()
-                pids.mkdir()
-                if memory_mb > 0:
-                    (memory / "memory.limit_in_bytes").write_text(str(memory_mb * 2**20))
-                    _write_if_there(memory / "memory.memsw.limit_in_bytes", str(memory_mb * 2**20))
-                if max_processes > 0:
-                    (pids / "pids.max").write_text(str(max_processes))
-                return cls([memory, pids])
-        except OSError:
+        if kind == "none":
             return None
-        return None
+        name = f"simclr-sandbox-{os.getpid()}-{next(_names)}"
+        group = cls([where / name] if kind == "v2" else [where["memory"] / name, where["pids"] / name])
+        memory = str(memory_mb * 2**20)
+        settings = {"v2": [("memory.max", memory, memory_mb), ("memory.swap.max", "0", memory_mb),
+                           ("pids.max", str(max_processes), max_processes)],
+                    "v1": [("memory.limit_in_bytes", memory, memory_mb), ("memory.memsw.limit_in_bytes", memory, memory_mb),
+                           ("pids.max", str(max_processes), max_processes)]}[kind]
+        try:
+            for folder in group.folders:
+                folder.mkdir()
+            for file, value, wanted in settings:
+                if wanted > 0:
+                    for folder in group.folders:
+                        if (folder / file).exists():
+                            (folder / file).write_text(value)
+        except OSError:
+            group.remove()
+            return None
+        return group
 
     def join(self) -> None:
         """Move the calling process into this cgroup (run in the child before it execs the sandbox)."""
@@ -137,9 +134,3 @@ def remove_leftovers(pid: int) -> None:
             SandboxCgroup([folder]).remove()
 
 
-def _write_if_there(path: Path, value: str) -> None:
-    if path.exists():
-        try:
-            path.write_text(value)
-        except OSError:
-            pass

@@ -15,8 +15,8 @@ Validator = Callable[[Any, str], None]
 MiB = 2**20
 MAX_REPLY_BYTES = 64 * MiB
 MAX_TRAINING_RUN_BYTES = 512 * MiB
-MAX_LOSS_ROWS = 1024
-MAX_LOSS_DIM = 1024
+MAX_LOSS_ROWS = 256
+MAX_LOSS_DIM = 256
 
 
 class ReplyError(ValueError):

@@ -130,8 +130,9 @@ class Sandbox:
                         return
             except StudentCodeError as error:
                 self._kill()
-                if running is None:
-                    raise
+                if running is None:   # no student code had run yet: the sandbox failed, not the student
+                    raise GraderError(f"a student process failed before any student code ran ({error}); grade "
+                                      "again (fewer --workers if the machine is overloaded)") from None
                 self.cell_errors[running] = str(error)
                 self.cells = [(label, source) for label, source in self.cells if label != running]
 

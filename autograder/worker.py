@@ -98,8 +98,11 @@ def _become_student(limits: dict) -> None:
     if limits["namespaces"]:
         _drop_privileges()
         os.chdir(SCRATCH)
+    # RLIMIT_NPROC counts the processes of this user namespace's uid only since Linux 5.14 (before, every process
+    # of the grader's user): set it only there. It is not enforced for a grader running as root; the cgroup is.
+    nproc = limits["max_processes"] if tuple(map(int, os.uname().release.split(".")[:2])) >= (5, 14) else 0
     for kind, value in ((resource.RLIMIT_DATA, limits["memory_mb"] * 2**20), (resource.RLIMIT_CPU, limits["cpu_s"]),
-                        (resource.RLIMIT_NPROC, limits["max_processes"])):
+                        (resource.RLIMIT_NPROC, nproc)):
         if value > 0:
             try:
                 resource.setrlimit(kind, (value, value))
