@@ -1,10 +1,12 @@
-"""A control group per grading sandbox: a ceiling on the memory and the number of processes of everything in it.
+"""A control group per grading sandbox: a ceiling on the memory, the processes and the CPUs of everything in it.
 
-Per-process limits (``RLIMIT_DATA``) do not bound a submission that forks, and ``RLIMIT_NPROC`` is not enforced
-for a grader that runs as root; a cgroup bounds the sandbox as a whole. The grader makes one where it may: under
-its own cgroup in a cgroup v2 hierarchy whose ``memory`` and ``pids`` controllers are enabled for children, or in
-the v1 ``memory`` and ``pids`` hierarchies where it can write them (root in a container, for instance). Where it
-can make none, grading goes on with the per-process limits and the time limits, and :func:`unavailable` says why.
+Per-process limits (``RLIMIT_DATA``, ``RLIMIT_CPU``) do not bound a submission that forks, and ``RLIMIT_NPROC`` is
+not enforced for a grader that runs as root; a cgroup bounds the sandbox as a whole. The grader makes one where it
+may: under its own cgroup in a cgroup v2 hierarchy whose ``memory`` and ``pids`` controllers are enabled for
+children, or in the v1 ``memory`` and ``pids`` hierarchies where it can write them (root in a container, for
+instance). Where the ``cpu`` controller is there too, the sandbox's processes together get at most a given number
+of CPUs (so a submission that forks busy loops slows itself, not the submissions graded beside it). Where it can
+make none, grading goes on with the per-process limits and the time limits, and :func:`unavailable` says why.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
+CPU_PERIOD_US = 100_000
 _names = itertools.count()
 
 
@@ -43,10 +46,12 @@ def _v2_parent() -> Path | None:
 def _v1_parents() -> dict[str, Path] | None:
     own = _own_paths()
     parents = {}
-    for controller in ("memory", "pids"):
+    for controller in ("memory", "pids", "cpu"):
         path = next((p for names, p in own.items() if controller in names.split(",")), None)
         folder = ROOT / controller / (path or "/").lstrip("/")
         if path is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+            if controller == "cpu":   # optional: without it the sandbox's CPUs are not bounded as a whole
+                continue
             return None
         parents[controller] = folder
     return parents
@@ -66,6 +71,15 @@ def _layout() -> tuple[str, object]:
     return "none", None
 
 
+def cpu_unavailable() -> str:
+    """Empty if a sandbox's CPUs are bounded as a whole here; otherwise why not."""
+    kind, where = _layout()
+    if kind == "v1" and "cpu" in where or kind == "v2" and "cpu" in (where / "cgroup.subtree_control").read_text().split():
+        return ""
+    return ("no writable cgroup with the cpu controller: a submission that forks busy processes can slow the "
+            "submissions graded beside it (never their grades' correctness, only their time)")
+
+
 def unavailable() -> str:
     """Empty if sandboxes get a cgroup here; otherwise why not."""
     if _layout()[0] != "none":
@@ -81,18 +95,22 @@ class SandboxCgroup:
     folders: list[Path]
 
     @classmethod
-    def create(cls, memory_mb: int, max_processes: int) -> "SandboxCgroup | None":
-        """A new cgroup with these ceilings (0: none), or None where none can be made."""
+    def create(cls, memory_mb: int, max_processes: int, cpus: float = 0) -> "SandboxCgroup | None":
+        """A new cgroup with these ceilings (0: none), or None where none can be made. ``cpus``: the CPU time of
+        all its processes together, in CPUs (applied where the cpu controller is available)."""
         kind, where = _layout()
         if kind == "none":
             return None
         name = f"simclr-sandbox-{os.getpid()}-{next(_names)}"
-        group = cls([where / name] if kind == "v2" else [where["memory"] / name, where["pids"] / name])
+        group = cls([where / name] if kind == "v2" else [parent / name for parent in where.values()])
         memory = str(memory_mb * 2**20)
+        quota = max(1000, round(cpus * CPU_PERIOD_US))
         settings = {"v2": [("memory.max", memory, memory_mb), ("memory.swap.max", "0", memory_mb),
-                           ("pids.max", str(max_processes), max_processes)],
+                           ("pids.max", str(max_processes), max_processes),
+                           ("cpu.max", f"{quota} {CPU_PERIOD_US}", cpus)],
                     "v1": [("memory.limit_in_bytes", memory, memory_mb), ("memory.memsw.limit_in_bytes", memory, memory_mb),
-                           ("pids.max", str(max_processes), max_processes)]}[kind]
+                           ("pids.max", str(max_processes), max_processes),
+                           ("cpu.cfs_period_us", str(CPU_PERIOD_US), cpus), ("cpu.cfs_quota_us", str(quota), cpus)]}[kind]
         try:
             for folder in group.folders:
                 folder.mkdir()

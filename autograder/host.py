@@ -82,7 +82,7 @@ class SandboxHost:
         self.stop()
         if self.sandboxed and self._cgroup is None:
             memory = self.limits.memory_mb + self.limits.zygote_mb if self.limits.memory_mb > 0 else 0
-            self._cgroup = SandboxCgroup.create(memory, self.limits.max_processes)
+            self._cgroup = SandboxCgroup.create(memory, self.limits.max_processes, cpus=self.limits.threads)
         ours, theirs = socket.socketpair()
         command, home = self._command(theirs.fileno())
         env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home,

@@ -38,7 +38,8 @@ class TrustedChecks(NbGraderPreprocessor):
     memory_mb = Int(Limits.memory_mb, help="Memory (data segment) limit of the student process, in MiB; 0: none").tag(
         config=True)
     cpu_s = Int(Limits.cpu_s, help="CPU-time limit of one student process, in seconds (a backstop)").tag(config=True)
-    threads = Int(Limits.threads, help="CPU threads of the student process").tag(config=True)
+    threads = Int(Limits.threads, help="CPU threads of the student process, and the CPUs of one submission's sandbox "
+                  "together (where a cgroup with the cpu controller can be made)").tag(config=True)
     sandbox = Enum(list(isolation.MODES), Limits.sandbox, help="'bwrap': student code runs in the grading sandbox "
                    "(Linux namespaces); 'none': no isolation, for trusted code only (warns on every run)").tag(config=True)
     definitions_only = Bool(Limits.definitions_only, help="Run only the answer cells' definitions (a saving of "

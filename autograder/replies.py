@@ -40,7 +40,7 @@ def number(low: float = -math.inf, high: float = math.inf) -> Validator:
     def check(value: Any, where: str) -> None:
         if type(value) not in (int, float):
             raise ReplyError(f"{where} must be a number, got {type(value).__name__}")
-        if not (low <= value <= high) and not math.isnan(value):
+        if not (low <= value <= high) and not (type(value) is float and math.isnan(value)):
             raise ReplyError(f"{where} is {value}, outside [{low}, {high}]")
     return check
 

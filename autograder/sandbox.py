@@ -33,7 +33,8 @@ class Limits:
     ``sandbox``: "bwrap", or "none" for trusted code only. Times: the wall-clock limit of one check and of defining
     the answer cells, and the interpreter's own start-up (``boot_timeout_s``, never the student's time). A student
     process: its memory (data segment, MiB) and CPU-time limits, its threads. A sandbox (all of one submission's
-    processes, where a cgroup can be made): ``memory_mb`` + ``zygote_mb`` of memory and ``max_processes`` tasks;
+    processes, where a cgroup can be made): ``memory_mb`` + ``zygote_mb`` of memory, ``max_processes`` tasks and
+    ``threads`` CPUs (where the cgroup has the cpu controller);
     ``scratch_mb`` each for its ``/tmp`` and ``/dev/shm``; ``output_mb`` the largest file it may write.
     ``budget_s``: the wall-clock budget of one submission, everything included (default: the sum of its limits,
     ``pool.budget_s``). ``definitions_only``: run only the answer cells' definitions (imports, functions, classes, simple constants),
@@ -112,11 +113,12 @@ class Sandbox:
         while True:
             self._pid, self._socket = self.host.fork(self.limits.for_student())
             self._served = 0
-            self._send({"cells": self.cells, "definitions_only": self.limits.definitions_only,
-                        "course_loss": self.course_loss})
             deadline = time.monotonic() + self.limits.startup_timeout_s
             running = None
             try:
+                self._send({"cells": self.cells, "definitions_only": self.limits.definitions_only,
+                            "course_loss": self.course_loss}, deadline=deadline, doing="defining your functions",
+                           limit_s=self.limits.startup_timeout_s)
                 while True:
                     message = self._receive(deadline, "defining your functions", self.limits.startup_timeout_s,
                                             replies.MAX_REPLY_BYTES)
@@ -144,9 +146,14 @@ class Sandbox:
 
     # --- messages --------------------------------------------------------------------------------------
 
-    def _send(self, message: dict, fds: tuple[int, ...] = ()) -> None:
+    def _send(self, message: dict, fds: tuple[int, ...] = (), *, deadline: float, doing: str, limit_s: float) -> None:
+        """Send to the student process, which must take it by ``deadline`` (it may have stopped reading)."""
         try:
-            wire.send(self._socket, message, fds)
+            wire.send(self._socket, message, fds, deadline)
+        except wire.MessageTimeout:
+            self._kill()
+            raise StudentCodeError(f"time limit: {doing} did not finish within {limit_s:.0f} s (the process running "
+                                   "your code stopped reading what the grader sent it)") from None
         except OSError:
             pass  # the student process is gone; the next receive says how
 
@@ -172,23 +179,28 @@ class Sandbox:
         except wire.NotPlainData as error:
             self._kill()
             raise StudentCodeError(f"the student process sent something that is not plain data ({error})") from None
+        except Exception as error:  # noqa: BLE001 - whatever else its bytes make the reader raise is the student's
+            self._kill()
+            raise StudentCodeError("the student process sent something the grader cannot read "
+                                   f"({type(error).__name__}: {str(error)[:200]})") from None
         if not isinstance(message, dict):
             self._kill()
             raise StudentCodeError("the student process sent something that is not a message")
         return message
 
-    def _answer_course_loss(self, message: dict) -> None:
+    def _answer_course_loss(self, message: dict, deadline: float) -> None:
         """The course's NT-Xent and its gradients for a request of the student process (``course_loss`` only)."""
         from reference.loss import nt_xent
         try:
             z_i, z_j, temperature = replies.check_course_loss(message)
-        except replies.ReplyError as error:
+            a, b = z_i.clone().requires_grad_(True), z_j.clone().requires_grad_(True)
+            loss = nt_xent(a, b, temperature)
+            loss.backward()
+        except Exception as error:  # noqa: BLE001 - a request of any other form is the student process's
             self._kill()
             raise StudentCodeError(f"the student process sent a message of the wrong form: {error}") from None
-        a, b = z_i.clone().requires_grad_(True), z_j.clone().requires_grad_(True)
-        loss = nt_xent(a, b, temperature)
-        loss.backward()
-        self._send({"loss": loss.detach(), "grad_i": a.grad, "grad_j": b.grad})
+        self._send({"loss": loss.detach(), "grad_i": a.grad, "grad_j": b.grad}, deadline=deadline,
+                   doing="running train_epoch", limit_s=self.limits.check_timeout_s)
 
     def run(self, op: str, **kwargs) -> Any:
         """Run one op (see ``simclr_helpers.checks.OPS``) on the student's code; plain data back, of the op's form."""
@@ -205,11 +217,12 @@ class Sandbox:
             request = {"op": op, "kwargs": kwargs}
             if shared is not None:
                 request.update(shared=shared.layout, shared_bytes=shared.size)
-            self._send(request, (shared.fd,) if shared is not None else ())
+            self._send(request, (shared.fd,) if shared is not None else (), deadline=deadline, doing=f"running {op}",
+                       limit_s=self.limits.check_timeout_s)
             while True:
                 reply = self._receive(deadline, f"running {op}", self.limits.check_timeout_s, replies.max_bytes(op))
                 if self.course_loss and "course_loss" in reply:
-                    self._answer_course_loss(reply)
+                    self._answer_course_loss(reply, deadline)
                     continue
                 self._check(replies.REPLY, reply)
                 break

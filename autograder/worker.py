@@ -4,12 +4,12 @@
 importable). It imports torch and the notebook's imports once, says ``{"booted": True}``, then serves its control
 socket; no student code ever runs in it:
 
-- ``{"fork": limits}``: a fresh student process for one check. A forked child enters new user, mount, PID, IPC
-  and network namespaces (``limits["namespaces"]``), mounts a fresh size-limited ``/tmp/home`` and ``/dev/shm``, and
-  forks the namespace's first process, which forks the student process and reaps whatever else runs there. So
-  nothing of an earlier check (a process, a file, a socket, shared memory) exists in a later one, and nothing in
-  a check can see or signal the zygote. The grader gets one end of a new socket pair (SCM_RIGHTS) and
-  ``{"pid"}``.
+- ``{"fork": limits}``: a fresh student process for one check. A forked child enters new user, mount, PID, IPC and
+  network namespaces (``limits["namespaces"]``), mounts a fresh size-limited ``/tmp/home`` and ``/dev/shm``, joins a
+  new session keyring, and forks the namespace's first process, which forks the student process and reaps whatever
+  else runs there. So nothing of an earlier check (a process, a file, a socket, shared memory) exists in a later
+  one, and nothing in a check can see or signal the zygote. The grader gets one end of a new socket pair
+  (SCM_RIGHTS) and ``{"pid"}``.
 - ``{"kill": pid, "exited": bool}``: end that check (everything in its namespaces dies with it); the reply is
   ``{"status"}``: the student process's exit code, minus its signal, or None if the grader killed it.
 
@@ -20,11 +20,13 @@ handed and replies ``{"ok", "result"}`` or ``{"ok": False, "error"}``. Everythin
 their parameters and buffers in memory the grader gave it (a sealed memfd), which the grader reads itself.
 """
 import ctypes
+import errno
 import mmap
 import os
 import resource
 import signal
 import socket
+import struct
 import sys
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x00020000, 0x10000000, 0x20000000
@@ -34,6 +36,12 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 SCRATCH = b"/tmp/home"   # isolation.SCRATCH: $HOME and $TMPDIR of a student process
 INSIDE_ID = 1000  # the student's uid and gid in its own user namespace (mapped to the sandbox's one id)
 MAX_REQUEST = 1 << 30
+# The kernel's keyrings belong to no namespace (see _forbid_keyrings): by machine, the audit architecture and the
+# numbers of add_key, request_key and keyctl.
+KEYRING_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250)), "aarch64": (0xC00000B7, (217, 218, 219))}
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 311, "s390x": 280}.get(os.uname().machine)
+KEYCTL_JOIN_SESSION_KEYRING = 1
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -67,6 +75,50 @@ def _enter_check_namespaces(tmp_mb: int, shm_mb: int) -> None:
     _prctl(PR_SET_DUMPABLE, 0)
 
 
+def _fresh_session_keyring() -> None:
+    """A new, empty session keyring, so that a check's "@s" is not the grader's (an ssh or console login has one).
+    Where the seccomp filter of :func:`_forbid_keyrings` is installed, no keyring call is possible at all; this is
+    what remains on machines it does not know."""
+    if SYS_KEYCTL is None:
+        return   # a machine this table does not know: the keyrings stay as the grader's
+    if _libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+        error = ctypes.get_errno()
+        # No keyrings in this kernel, or keyctl forbidden by a seccomp filter (Docker's default): forbidden to the
+        # student process as well. Anything else (the key quota is full, say) must not let student code run.
+        if error not in (errno.ENOSYS, errno.EPERM):
+            raise OSError(error, f"keyctl(JOIN_SESSION_KEYRING): {os.strerror(error)}")
+
+
+def _keyring_filter(arch: int, numbers: tuple[int, ...]) -> bytes:
+    """A seccomp program (classic BPF) that fails the given system calls, and every call of another ABI (x32,
+    i386 on x86_64), with ENOSYS, and allows the rest."""
+    load, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06   # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny = 0x7FFF0000, 0x00050000 | errno.ENOSYS   # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | ENOSYS
+    tests = [(jump_ge, 0x40000000)] + [(jump_eq, number) for number in numbers]   # x32 calls have bit 30 set
+    program = [(load, 0, 0, 4), (jump_eq, 1, 0, arch), (ret, 0, 0, deny), (load, 0, 0, 0)]
+    deny_at = len(program) + len(tests) + 1
+    program += [(op, deny_at - (len(program) + i) - 1, 0, value) for i, (op, value) in enumerate(tests)]
+    program += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def _forbid_keyrings() -> None:
+    """No keyring system call for this process and its children. The sandbox's uid is the grader's outside every
+    namespace, and the kernel checks a key's permissions by that uid alone: with keyctl a check could find (in
+    /proc/keys) and write the grader's user keyring, which outlives every check, and leave data there for a
+    later check or another submission. Needs no_new_privs (set before)."""
+    machine = KEYRING_SYSCALLS.get(os.uname().machine)
+    if machine is None:
+        return   # a machine this table does not know: only the fresh session keyring (README, not guaranteed)
+    code = _keyring_filter(*machine)
+
+    class Program(ctypes.Structure):
+        _fields_ = [("length", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    program = Program(len(code) // 8, code)
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp(keyrings)")
+
+
 def _drop_privileges() -> None:
     """No capabilities (in this namespace either), none to gain by exec."""
     class Header(ctypes.Structure):
@@ -77,6 +129,7 @@ def _drop_privileges() -> None:
 
     _check(_libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()), "capset")
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _forbid_keyrings()
 
 
 def _become_student(limits: dict) -> None:
@@ -135,6 +188,7 @@ def check_process(channel: socket.socket, preamble: dict, ops: dict, limits: dic
     try:
         if limits["namespaces"]:
             _enter_check_namespaces(limits["tmp_mb"], limits["shm_mb"])
+            _fresh_session_keyring()
         init = os.fork()
         if init == 0:
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -204,6 +258,11 @@ def _course_loss(ask):
     return nt_xent
 
 
+def _text(message: str, limit: int) -> str:
+    """``message`` cut to ``limit`` characters, as valid UTF-8 (an error may hold lone surrogates)."""
+    return message[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
 def _define_cells(cells: list, namespace: dict, definitions_only: bool, say) -> tuple[dict, dict]:
     """Run each cell (only its definitions, unless ``definitions_only`` is off); errors and left-out statements
     by cell label. A cell that raises keeps what it defined before, as in a notebook."""
@@ -217,7 +276,7 @@ def _define_cells(cells: list, namespace: dict, definitions_only: bool, say) -> 
             else:
                 exec(compile(source, f"<cell {label}>", "exec"), namespace)
         except BaseException as error:  # noqa: BLE001 - the student's SystemExit too
-            cell_errors[label] = f"{type(error).__name__}: {error}"[:500]
+            cell_errors[label] = _text(f"{type(error).__name__}: {error}", 500)
     return cell_errors, left_out
 
 
@@ -248,13 +307,13 @@ def serve(channel: socket.socket, preamble: dict, ops: dict, limits: dict) -> No
         try:
             reply = {"ok": True, "result": ops[request["op"]](namespace, **request["kwargs"])}
         except checks.StudentCodeError as error:
-            reply = {"ok": False, "error": str(error)[:1000]}
+            reply = {"ok": False, "error": _text(str(error), 1000)}
         except BaseException as error:  # noqa: BLE001
-            reply = {"ok": False, "error": f"{type(error).__name__}: {error}"[:1000]}
+            reply = {"ok": False, "error": _text(f"{type(error).__name__}: {error}", 1000)}
         try:
             say(reply)
         except Exception as error:  # noqa: BLE001 - what the op returned cannot be sent
-            say({"ok": False, "error": f"the result is not plain data ({type(error).__name__}: {error})"[:1000]})
+            say({"ok": False, "error": _text(f"the result is not plain data ({type(error).__name__}: {error})", 1000)})
 
 
 # --- the zygote ----------------------------------------------------------------------------------------

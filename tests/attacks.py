@@ -365,4 +365,8 @@ CRAFTED_REPLIES = {
                                 '[{"__tensor__": 0}] * 1000000}}, "tensors": [["float32", [1]]]}).encode()) + bytes(4)'),
     # a long message that never finishes arriving
     "a message that never ends": '_struct.pack("<Q", 1000) + b"SIMCLR"',
+    # no bytes at all for a tensor with a zero dimension, and seven whose strides do not fit in 64 bits
+    "a shape torch cannot make": _framed(_WIRE + ' + ' + _HEADER + '(_json.dumps({"data": {"ok": True, "result": '
+                                         '{"loss": {"__tensor__": 0}}}, "tensors": [["float32", [0] + [2**39] * 7]]})'
+                                         '.encode())'),
 }

@@ -401,3 +401,195 @@ def test_nothing_a_student_process_prints_reaches_the_graders_disk():
     with Sandbox([("nt_xent", flood)], ISOLATED) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         assert sandbox.host.log_path.stat().st_size < 2**16
+
+
+# --- what the review of the boundary found (issue 19): each fails with its protection off -----------------------
+
+STOP_READING = '''
+from simclr_helpers import wire
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    wire.receive = lambda *args, **kwargs: __import__("time").sleep(3600)   # this process reads no more requests
+    return (z_i * z_j).sum() * 0 + 1.0
+'''
+STOP_READING_THE_COURSE_LOSS = '''
+def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu", progress=True):
+    from simclr_helpers import wire
+    wire.receive = lambda *args, **kwargs: __import__("time").sleep(3600)   # never read the grader's answer
+    z = torch.randn(256, 256, dtype=torch.float64)   # an answer of 1 MiB: more than a socket's buffer
+    return nt_xent(z, z.clone(), 0.5)
+'''
+
+
+def _finishes(call, seconds: float) -> tuple[bool, list]:
+    """Run ``call`` in a thread: whether it finished within ``seconds``, and what it raised."""
+    import threading
+    raised: list = []
+
+    def run():
+        try:
+            call()
+        except BaseException as error:  # noqa: BLE001
+            raised.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), raised
+
+
+def test_a_student_process_that_stops_reading_costs_one_time_limit():
+    limits = dataclasses.replace(FAST, check_timeout_s=3)
+    with Sandbox([("nt_xent", STOP_READING)], limits) as sandbox:
+        assert _nt_xent(sandbox).item() == 1.0
+        big = torch.ones(2048, 512)   # 8 MiB of request that nobody reads
+        finished, raised = _finishes(lambda: sandbox.run("nt_xent", z_i=big, z_j=big, temperature=0.5), 30)
+        assert finished, "the grader waited for ever to send a request the student process did not read"
+    assert raised and isinstance(raised[0], StudentCodeError) and "time limit" in str(raised[0]), raised
+
+
+def test_a_train_epoch_that_never_reads_the_course_loss_costs_one_time_limit():
+    from autograder.grading import _run_check
+    from autograder.registry import BY_GRADE_ID
+    limits = dataclasses.replace(FAST, check_timeout_s=5)
+    cells = list({**examples.solutions(), "train_epoch": STOP_READING_THE_COURSE_LOSS}.items())
+    check, results = BY_GRADE_ID["test_train_epoch"], []
+    with Sandbox(cells, limits, course_loss=True) as sandbox:
+        finished, raised = _finishes(lambda: results.append(_run_check(check, sandbox, dict(cells), limits)), 60)
+        assert finished, "the grader waited for ever to send the course's loss"
+    assert not raised and not results[0].passed and "time limit" in results[0].message, (raised, results)
+
+
+def test_a_reply_the_reader_fails_on_in_any_way_fails_only_that_check(monkeypatch):
+    from simclr_helpers import wire
+    with Sandbox([("nt_xent", LOSS)], FAST) as sandbox:
+        assert _nt_xent(sandbox).item() == 1.0
+        receive = wire.receive
+
+        def unexpected(sock, *args, **kwargs):
+            if sock is sandbox._socket:
+                raise RuntimeError("an error no reader of plain data expects")
+            return receive(sock, *args, **kwargs)
+
+        monkeypatch.setattr(wire, "receive", unexpected)
+        with pytest.raises(StudentCodeError, match="cannot read.*RuntimeError"):
+            _nt_xent(sandbox)
+        monkeypatch.setattr(wire, "receive", receive)
+        assert _nt_xent(sandbox).item() == 1.0   # the next check gets a new process
+
+
+def _message(header: dict) -> bytes:
+    import json
+    import struct
+    from simclr_helpers import wire
+    text = json.dumps(header).encode()
+    return wire.MAGIC + struct.pack("<Q", len(text)) + text
+
+
+@pytest.mark.parametrize("header", [
+    {"data": {"__tensor__": 0}, "tensors": [["float32", [0] + [2**39] * 7]]},   # strides that overflow
+    {"data": None, "tensors": [["bool", [0]]] * 4097},    # seconds of the grader's time for nothing
+    {"data": {"error": "\ud800"}, "tensors": []},        # a string no file can hold
+], ids=["strides that overflow", "thousands of empty tensors", "a lone surrogate"])
+def test_the_wire_refuses_what_would_cost_or_break_the_grader_later(header):
+    from simclr_helpers import wire
+    with pytest.raises(wire.NotPlainData):
+        wire.decode(_message(header))
+
+
+def test_a_course_loss_request_of_any_form_is_refused_as_a_reply_error():
+    from autograder import replies
+    request = {"course_loss": {"z_i": torch.ones(2, 3), "z_j": torch.ones(2, 3), "temperature": 10**400}}
+    with pytest.raises(replies.ReplyError):
+        replies.check_course_loss(request)
+
+
+def test_an_error_message_that_is_not_unicode_reaches_the_grader_readable():
+    cell = "def nt_xent(z_i, z_j, temperature=0.5):\n    raise ValueError('broken \\ud800 here')\n"
+    with Sandbox([("nt_xent", cell)], FAST) as sandbox:
+        with pytest.raises(StudentCodeError, match="ValueError: broken . here"):
+            _nt_xent(sandbox)
+
+
+KEYRING = '''
+import ctypes, os
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    # Every keyring /proc/keys shows (the grader's user and session keyrings among them) linked into this check's
+    # own session keyring, searched for the grader's key and for one an earlier check left, then written.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    keyctl, add_key = {"x86_64": (250, 248), "aarch64": (219, 217)}[os.uname().machine]
+    call = lambda *args: libc.syscall(*[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    rings = [int(line.split()[0], 16) for line in open("/proc/keys") if line.split()[7] == "keyring"]
+    for ring in rings:
+        call(keyctl, 8, ring, -3)                                             # KEYCTL_LINK into @s
+    found = lambda name: float(call(keyctl, 10, -3, b"user", name, 0) > 0)   # KEYCTL_SEARCH @s, recursively
+    seen = [found(b"simclr-graders-key"), found(b"simclr-left-behind")]
+    for ring in rings + [-3]:
+        call(add_key, b"user", b"simclr-left-behind", b"x", 1, ring)
+    return torch.tensor(seen + [found(b"simclr-left-behind")])
+'''
+
+
+def _keyctl():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    numbers = {"x86_64": (250, 248), "aarch64": (219, 217)}.get(os.uname().machine)
+    if numbers is None or libc.syscall(numbers[0], 1, None) < 0:   # KEYCTL_JOIN_SESSION_KEYRING
+        pytest.skip("no kernel keyrings for this process (another machine, or keyctl forbidden)")
+    return libc, numbers
+
+
+def _remove_keys(libc, keyctl: int, description: str) -> None:
+    for ring in (-4, -5):   # @u and @us linked into @s: what is in them is ours to remove
+        libc.syscall(keyctl, 8, ring, -3)
+    for line in Path("/proc/keys").read_text().splitlines():
+        if line.split()[8].startswith(description + ":"):
+            libc.syscall(keyctl, 21, int(line.split()[0], 16))   # KEYCTL_INVALIDATE
+
+
+def test_the_kernel_keyrings_carry_nothing_between_checks_or_from_the_grader():
+    # As a grader started from a login has: a session keyring, and a key of its own there and in its user keyring.
+    libc, (keyctl, add_key) = _keyctl()
+    for ring in (-3, -4):   # @s, @u
+        assert libc.syscall(add_key, b"user", b"simclr-graders-key", b"x", 1, ring) > 0
+    try:
+        with SandboxHost(ISOLATED) as host:
+            for check in ("first", "second"):
+                with Sandbox([("nt_xent", KEYRING)], ISOLATED, host=host) as sandbox:
+                    graders, left_behind, own = _nt_xent(sandbox).tolist()
+                assert graders == 0.0, f"the {check} check found the grader's key"
+                assert left_behind == 0.0, f"the {check} check found a key an earlier check left"
+    finally:
+        for description in ("simclr-graders-key", "simclr-left-behind"):
+            _remove_keys(libc, keyctl, description)
+
+
+BUSY = '''
+import os, time
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    pipes = []
+    for _ in range(3):
+        read, write = os.pipe()
+        if os.fork() == 0:
+            end = time.monotonic() + 4
+            while time.monotonic() < end:
+                pass
+            os.write(write, str(time.process_time()).encode())
+            os._exit(0)
+        os.close(write)
+        pipes.append(read)
+    return torch.tensor(sum(float(os.read(read, 64)) for read in pipes))
+'''
+
+
+@pytest.mark.skipif(bool(cgroups.cpu_unavailable()), reason=cgroups.cpu_unavailable() or "")
+def test_a_sandbox_uses_at_most_its_cpus_however_many_processes_it_starts():
+    # Three busy processes for 4 s: 12 CPU-seconds wanted, about 4 allowed to a sandbox of one CPU.
+    limits = dataclasses.replace(ISOLATED, threads=1, check_timeout_s=30)
+    with Sandbox([("nt_xent", BUSY)], limits) as sandbox:
+        used = _nt_xent(sandbox).item()
+    assert used < 4 * 1.5, f"the sandbox's processes used {used:.1f} CPU-seconds in 4 s with one CPU allowed"

@@ -26,6 +26,7 @@ TENSOR_KEY = "__tensor__"
 MAX_HEADER = 4 * 2**20
 MAX_NODES = 200_000
 MAX_DIMS = 8
+MAX_TENSORS = 4096
 
 
 class NotPlainData(ValueError):
@@ -89,6 +90,8 @@ def decode(raw: bytes, max_tensor_bytes: int | None = None) -> Any:
         raise NotPlainData(f"an unreadable header ({type(error).__name__})") from None
     if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
         raise NotPlainData("a header without its tensor list")
+    if len(header["tensors"]) > MAX_TENSORS:
+        raise NotPlainData(f"{len(header['tensors'])} tensors (at most {MAX_TENSORS})")
     specs = [_tensor_spec(spec) for spec in header["tensors"]]
     sizes = [math.prod(shape) * _itemsize(dtype) for dtype, shape in specs]
     payload = view[start + header_size:]
@@ -99,22 +102,36 @@ def decode(raw: bytes, max_tensor_bytes: int | None = None) -> Any:
     for (dtype, shape), size in zip(specs, sizes):
         chunk = bytearray(payload[offset:offset + size])
         offset += size
-        flat = torch.frombuffer(chunk, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
-        if dtype is torch.bool:   # any byte other than 0 or 1 would be an invalid bool
-            tensors.append((flat != 0).reshape(shape) if size else torch.empty(shape, dtype=dtype))
-        else:
-            tensors.append(flat.view(dtype).reshape(shape) if size else torch.empty(shape, dtype=dtype))
+        try:
+            tensors.append(_tensor(chunk, dtype, shape))
+        except (RuntimeError, ValueError) as error:
+            raise NotPlainData(f"a tensor torch cannot make ({str(error)[:80]})") from None
     budget = [MAX_NODES]
     return _rebuild(header.get("data"), tensors, budget, 0)
 
 
+def _tensor(chunk: bytearray, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    if not chunk:
+        return torch.empty(shape, dtype=dtype)
+    flat = torch.frombuffer(chunk, dtype=torch.uint8)
+    if dtype is torch.bool:   # any byte other than 0 or 1 would be an invalid bool
+        return (flat != 0).reshape(shape)
+    return flat.view(dtype).reshape(shape)
+
+
+ITEMSIZE = {dtype: torch.empty(0, dtype=dtype).element_size() for dtype in DTYPES.values()}
+
+
 def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty(0, dtype=dtype).element_size()
+    return ITEMSIZE[dtype]
 
 
 def _tensor_spec(spec: Any) -> tuple[torch.dtype, tuple[int, ...]]:
+    # Every dimension counted as at least 1: a tensor with a zero dimension must still have a shape whose
+    # strides fit in 64 bits.
     if not (isinstance(spec, list) and len(spec) == 2 and spec[0] in DTYPES and isinstance(spec[1], list)
-            and len(spec[1]) <= MAX_DIMS and all(type(n) is int and 0 <= n < 2**40 for n in spec[1])):
+            and len(spec[1]) <= MAX_DIMS and all(type(n) is int and 0 <= n < 2**40 for n in spec[1])
+            and math.prod(max(n, 1) for n in spec[1]) < 2**40):
         raise NotPlainData(f"a malformed tensor description {str(spec)[:80]}")
     return DTYPES[spec[0]], tuple(spec[1])
 
@@ -131,8 +148,17 @@ def _rebuild(node: Any, tensors: list[torch.Tensor], budget: list[int], depth: i
             if type(index) is not int or not 0 <= index < len(tensors):
                 raise NotPlainData("a reference to a tensor that is not there")
             return tensors[index]
-        return {key: _rebuild(item, tensors, budget, depth + 1) for key, item in node.items()}
-    return node
+        return {_text(key): _rebuild(item, tensors, budget, depth + 1) for key, item in node.items()}
+    return _text(node) if isinstance(node, str) else node
+
+
+def _text(value: str) -> str:
+    """A string that is valid UTF-8 (JSON lets a lone surrogate through, which nothing can write out later)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotPlainData("a string that is not valid Unicode") from None
+    return value
 
 
 def roundtrip(data: Any) -> Any:
@@ -142,13 +168,38 @@ def roundtrip(data: Any) -> Any:
 
 # --- whole messages over a stream socket: an 8-byte length, then the message ---------------------------------
 
-def send(sock: socket.socket, data: Any, fds: Iterable[int] = ()) -> None:
-    """Send ``data`` as one message, then the file descriptors ``fds`` (SCM_RIGHTS, with one byte)."""
+def send(sock: socket.socket, data: Any, fds: Iterable[int] = (), deadline: float | None = None) -> None:
+    """Send ``data`` as one message, then the file descriptors ``fds`` (SCM_RIGHTS, with one byte);
+    MessageTimeout if the other side has not taken it all by ``deadline`` (None waits for ever)."""
     message = encode(data)
-    sock.sendall(struct.pack("<Q", len(message)) + message)
+    _write_all(sock, struct.pack("<Q", len(message)) + message, deadline)
     fds = list(fds)
     if fds:
+        _wait_writable(sock, deadline, "the file descriptors")
         socket.send_fds(sock, [b"F"], fds)
+
+
+def _wait_writable(sock: socket.socket, deadline: float | None, what: str) -> None:
+    if deadline is None:
+        return
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not poller.poll(remaining * 1000):
+        raise MessageTimeout(f"{what} not taken by the deadline")
+
+
+def _write_all(sock: socket.socket, data: bytes, deadline: float | None) -> None:
+    if deadline is None:
+        sock.sendall(data)
+        return
+    view, sent = memoryview(data), 0
+    while sent < len(view):
+        _wait_writable(sock, deadline, f"{sent} of {len(view)} bytes taken;")
+        try:
+            sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue
 
 
 def receive_fds(sock: socket.socket, count: int) -> list[int]:
