@@ -1,10 +1,26 @@
 """nbgrader settings for the course; the assignment lives in source/<assignment>/ and is released to release/."""
+import os
+
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
+# The course root is this file's folder, as an absolute path (a relative one makes every nbgrader command warn
+# "root '.' is not absolute").
+COURSE_ROOT = os.path.dirname(os.path.abspath(__file__))  # noqa: F821 (__file__: set by traitlets' loader)
 c.CourseDirectory.course_id = "simclr-cifar10"
-c.CourseDirectory.root = "."
+c.CourseDirectory.root = COURSE_ROOT
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
+
+# The exchange: the folder the formgrader's Release and Collect buttons (nbgrader release_assignment / collect) and
+# the students' Assignment List (fetch, submit) share. On one machine it is exchange/ in the course root, made here;
+# on a JupyterHub every user's server must see the same folder, writable by all (nbgrader's default
+# /usr/local/share/nbgrader/exchange, or a shared volume): set NBGRADER_EXCHANGE to it in the instructor's and the
+# students' environments (or c.Exchange.root in their nbgrader_config.py). Without one that exists, the formgrader
+# warns "The exchange directory ... does not exist" and its Release and Collect buttons do nothing.
+c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE") or os.path.join(COURSE_ROOT, "exchange")
+if not os.environ.get("NBGRADER_EXCHANGE") and not os.path.isdir(c.Exchange.root):
+    os.makedirs(c.Exchange.root, exist_ok=True)
+    os.chmod(c.Exchange.root, 0o777)   # what nbgrader release_assignment sets (and warns about otherwise)
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
