@@ -34,13 +34,15 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 
 # Autograding runs no kernel: autograder.nbgrader_plugin.TrustedChecks takes Execute's place, grades every test
 # cell with the checks on a separate process and removes the hidden tests from the autograded copy (and so from
-# the feedback). The other preprocessors are nbgrader's defaults.
+# the feedback). KeepManualGrades is nbgrader's SaveAutoGrades, except that a regrade leaves hand-graded cells graded
+# (nbgrader's marks them all "needs manual grade" again; here only an answer that changed since is). The other
+# preprocessors are nbgrader's defaults.
 c.Autograde.autograde_preprocessors = [
     "autograder.nbgrader_plugin.TrustedChecks",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
+    "autograder.nbgrader_plugin.KeepManualGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]

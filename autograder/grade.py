@@ -13,7 +13,9 @@ SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, d
 4. runs ``nbgrader autograde --force`` on this batch's students (scores into the gradebook, SQLite or
    PostgreSQL: ``gradebook.py``; see ``nbgrader_plugin``; a student nbgrader fails on gets an error row with
    nbgrader's message: ``autograde_outcome.py``) and, with
-   ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading),
+   ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading;
+   students whose written answers still need a manual grade are left out, with a warning, unless
+   ``--feedback-with-pending``),
 5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import fcntl
 import itertools
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -126,6 +129,13 @@ def excluded_students(submitted: Path, good: list[str]) -> list[str]:
     return sorted(p.name for p in submitted.iterdir() if p.is_dir() and p.name not in good and "," not in p.name)
 
 
+def _exclude(command: list[str], students: list[str]) -> list[str]:
+    """``command`` (an nbgrader command line) with ``--CourseDirectory.student_id_exclude`` set to ``students``."""
+    kept = [a for a in command if not a.startswith("--CourseDirectory.student_id_exclude=")]
+    names = sorted(s for s in students if "," not in s)
+    return [*kept, f"--CourseDirectory.student_id_exclude={','.join(names)}"]
+
+
 def _autograde_failures(root: Path, before: dict, log_text: str, log: Path, rows: dict[str, Row]) -> None:
     """An error row, with nbgrader's message, for every student nbgrader autograde did not grade in this run (the
     gradebook may still hold an earlier batch's scores for it)."""
@@ -151,9 +161,9 @@ def _gradebook_rows(db_url: str, rows: dict[str, Row]) -> None:
             for grade in submission.grades:
                 row.max_score += grade.max_score
                 row.score += grade.score or 0.0
-                # an answer only a person can score, not scored yet (autograde --force sets needs_manual_grade
-                # again on every hand-graded cell, so that flag cannot tell which are still to do)
-                row.manual_pending += grade.auto_score is None and grade.manual_score is None
+                # an answer only a person can score, not scored yet, or changed since it was (the course's
+                # KeepManualGrades leaves hand-graded cells graded on a regrade): what the formgrader shows
+                row.manual_pending += bool(grade.needs_manual_grade)
                 if grade.cell_type == "code":
                     row.cells[grade.name] = {"points": grade.score, "max": grade.max_score}
 
@@ -198,6 +208,35 @@ def print_table(rows: dict[str, Row]) -> None:
         print(f"{row.student:28} {row.status:7} {tests:>9} {written:>8}  {detail}")
 
 
+def pending_students(db_url: str, students: list[str]) -> list[str]:
+    """The students of ``students`` with a cell that still needs a manual grade in the gradebook (a written answer
+    nobody has scored, or one that changed since it was)."""
+    from nbgrader.api import Gradebook, MissingEntry
+    pending = []
+    with Gradebook(db_url) as gradebook:
+        for student in students:
+            try:
+                submission = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
+            except MissingEntry:
+                continue
+            if any(grade.needs_manual_grade for grade in submission.grades):
+                pending.append(student)
+    return pending
+
+
+def _skip_pending_feedback(root: Path, pending: list[str]) -> None:
+    """Warn that ``pending`` get no feedback, and remove an earlier batch's feedback of theirs (it would show scores
+    of answers nobody has read, or of answers they have since changed)."""
+    print(f"   warning: no feedback for {len(pending)} student(s) whose written answers still need a manual grade: "
+          f"{', '.join(pending)}. Hand-grade them in the formgrader and grade again with --feedback, or write "
+          "their feedback anyway with --feedback-with-pending (unscored answers show 0 points).",
+          file=sys.stderr, flush=True)
+    for student in pending:
+        stale = root / "feedback" / student / ASSIGNMENT
+        if stale.is_dir():
+            shutil.rmtree(stale)
+
+
 def feedback_template_options() -> list[str]:
     """nbgrader generate_feedback's options for the course's feedback page (``templates/simclr_feedback``):
     nbgrader's own, with every graded cell named in the list at the top, where nbgrader writes "Test cell"."""
@@ -210,11 +249,12 @@ def feedback_template_options() -> list[str]:
 
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
           db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False,
-          feedback: bool = False, scheduler: str | None = None) -> dict[str, Row]:
+          feedback: bool = False, scheduler: str | None = None, feedback_with_pending: bool = False) -> dict[str, Row]:
     """Grade every submission in ``submissions``; return the rows (also written to ``out``).
 
     ``limits`` default to the course config's ``c.TrustedChecks`` settings. ``feedback`` also writes the
-    students' feedback (do it once the written answers are hand-graded: it shows their scores). ``scheduler``
+    students' feedback (do it once the written answers are hand-graded: it shows their scores), except for
+    students with answers still to hand-grade, unless ``feedback_with_pending``. ``scheduler``
     (``tcp://HOST:8786``) sends the checks to a Dask cluster (``dask_grading``) instead of ``workers`` local
     processes; nbgrader's steps stay here."""
     scripts_first_on_path()
@@ -232,16 +272,17 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
     code = CodeSnapshot.read()
     if not scheduler:
         preflight(training)   # on a cluster, each worker checks its own copy of the data
-        return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback)
+        return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
+                            feedback_with_pending=feedback_with_pending)
     from .dask_grading import ClusterGrader
     with ClusterGrader(scheduler, code) as cluster:   # the cluster is checked before anything is graded
         return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
-                            cluster)
+                            cluster, feedback_with_pending)
 
 
 def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, db_url: str, limits: Limits,
                  training: TrainingRunSettings, code: CodeSnapshot, regenerate: bool, feedback: bool,
-                 cluster=None) -> dict[str, Row]:
+                 cluster=None, feedback_with_pending: bool = False) -> dict[str, Row]:
     """``grade`` once its inputs are checked: ``cluster``, a ``dask_grading.ClusterGrader``, or the local pool."""
     db_option = f"--CourseDirectory.db_url={db_url}"
     from nbgrader.api import Gradebook, MissingEntry
@@ -305,6 +346,7 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         others = excluded_students(root / "submitted", good)
         if others:
             common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
+        skipped: list[str] = []
         if good:
             commands = [["autograde", ASSIGNMENT, "--force", *common]]
             if feedback:
@@ -312,6 +354,14 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
             print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
             before = autograde_outcome.before_autograde(root, good)
             for command in commands:
+                if command[0] == "generate_feedback" and not feedback_with_pending:
+                    graded = [s for s in good if rows[s].status == "graded"]
+                    skipped = pending_students(db_url, graded)
+                    if skipped:
+                        _skip_pending_feedback(root, skipped)
+                        if len(skipped) == len(graded):
+                            break
+                        command = _exclude(command, others + skipped)
                 result = nbgrader(command, root)
                 log = out / f"nbgrader-{command[0]}.log"
                 log.write_text(result.stdout + result.stderr)
@@ -322,8 +372,8 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
                     _autograde_failures(root, before, result.stderr, log, rows)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
-    if not feedback:   # feedback left from an earlier batch is not this grade's
-        for row in rows.values():
+    for row in rows.values():   # feedback left from an earlier batch is not this grade's
+        if not feedback or row.student in skipped:
             row.feedback = ""
     write_outputs(rows, out)
     return rows
@@ -344,7 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-mb", type=int, help="memory limit of a student process (default: the config's)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the assignment even if the gradebook has it")
     parser.add_argument("--feedback", action="store_true",
-                        help="also write the students' feedback HTML (after hand-grading: it shows the written answers' scores)")
+                        help="also write the students' feedback HTML (after hand-grading: it shows the written answers' "
+                             "scores); students with written answers still to hand-grade are left out, with a warning")
+    parser.add_argument("--feedback-with-pending", action="store_true",
+                        help="--feedback for every student, written answers still to hand-grade included (they show 0)")
     parser.add_argument("--unsafe-no-sandbox", action="store_true",
                         help="run student code without the grading sandbox (trusted code only; warns on every run)")
     args = parser.parse_args(argv)
@@ -352,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
                            "none" if args.unsafe_no_sandbox else None)
     start = time.monotonic()
     rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
-                 args.regenerate, args.feedback, args.scheduler)
+                 args.regenerate, args.feedback or args.feedback_with_pending, args.scheduler,
+                 args.feedback_with_pending)
     print()
     print_table(rows)
     print(f"\n{len(rows)} submissions in {time.monotonic() - start:.0f} s; grades in "

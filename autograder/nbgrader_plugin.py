@@ -8,13 +8,15 @@ cell is removed so that neither the gradebook's autograded copy nor the feedback
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
-from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, SaveAutoGrades
 import dataclasses
 
 from traitlets import Bool, Enum, Float, Int, Unicode
@@ -93,6 +95,60 @@ class TrustedChecks(NbGraderPreprocessor):
                 cell.outputs = [new_output("error", ename="CheckFailed", evalue=result["message"],
                                            traceback=[f"CheckFailed: {result['message']}"])]
         return nb, resources
+
+
+class KeepManualGrades(SaveAutoGrades):
+    """nbgrader's ``SaveAutoGrades``, except that a regrade leaves a hand-graded cell graded.
+
+    nbgrader marks every cell with a manual score "needs manual grade" again on each autograde, so after a regrade
+    the formgrader shows every hand-graded submission as ungraded. Here a cell with a manual score keeps it and
+    stays graded, unless its answer changed since the last autograde (a new submission): then it needs a manual
+    grade again, until the formgrader saves one. The answers each autograde saw are recorded per student (a digest
+    of each graded cell, as the formgrader shows it) in ``record_directory``. The auto scores update as before.
+    """
+
+    record_directory = Unicode("", help="Folder of the graded cells' answers as last autograded, one JSON per "
+                               "assignment and student (default: <CourseDirectory.root>/graded_answers)").tag(config=True)
+
+    def _record_path(self) -> Path:
+        folder = self.record_directory or os.path.join(self.config.CourseDirectory.get("root") or os.getcwd(),
+                                                       "graded_answers")
+        return Path(folder) / self.assignment_id / f"{self.notebook_id}--{self.student_id}.json"
+
+    def preprocess(self, nb: NotebookNode, resources: ResourcesDict) -> tuple[NotebookNode, ResourcesDict]:
+        self.assignment_id = resources["nbgrader"]["assignment"]
+        self.notebook_id = resources["nbgrader"]["notebook"]
+        self.student_id = resources["nbgrader"]["student"]
+        path = self._record_path()
+        try:
+            self._earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self._earlier = {}
+        self._now: dict = {"answers": {}, "review": []}
+        nb, resources = super().preprocess(nb, resources)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(self._now, indent=1) + "\n")
+        os.replace(partial, path)
+        return nb, resources
+
+    def _add_score(self, cell: NotebookNode, resources: ResourcesDict) -> None:
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        grade = self.gradebook.find_grade(grade_id, self.notebook_id, self.assignment_id, self.student_id)
+        was_pending = grade.needs_manual_grade
+        super()._add_score(cell, resources)   # the auto score, and nbgrader's "needs manual grade"
+        answer = hashlib.sha256(cell.source.encode()).hexdigest()
+        if grade.manual_score is not None:
+            earlier = self._earlier.get("answers", {}).get(grade_id)
+            changed = earlier is not None and earlier != answer
+            review = changed or (was_pending and grade_id in self._earlier.get("review", []))
+            grade.needs_manual_grade = review
+            self.gradebook.db.commit()
+            if review:
+                self._now["review"].append(grade_id)
+                self.log.warning("%s of %s changed since it was hand-graded: it needs a manual grade again",
+                                 grade_id, self.student_id)
+        self._now["answers"][grade_id] = answer
 
 
 class KeepPlainOutputs(NbGraderPreprocessor):
