@@ -15,7 +15,8 @@ from nbgrader.api import Gradebook
 
 import attacks
 from autograder.examples import filled_release, solutions
-from autograder.grade import ASSIGNMENT, NOTEBOOK, grade, print_table
+import autograder.grade
+from autograder.grade import ASSIGNMENT, NOTEBOOK, grade, main, print_table
 from autograder.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,3 +184,14 @@ def test_the_exercise_tables_reach_the_hand_grader_and_nothing_that_runs(regrade
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
             assert all("trust me" not in str(o) for o in cell.outputs), "a test cell kept the student's output"
+
+
+@pytest.mark.parametrize("flags, feedback, with_pending", [([], False, False), (["--feedback"], True, False),
+                                                          (["--feedback-with-pending"], True, True)])
+def test_the_command_line_asks_for_feedback_with_or_without_pending_students(monkeypatch, flags, feedback,
+                                                                             with_pending):
+    calls = []
+    monkeypatch.setattr(autograder.grade, "grade", lambda *args: calls.append(args) or {})
+    main(flags)
+    (args,) = calls
+    assert (args[7], args[9]) == (feedback, with_pending)
