@@ -19,8 +19,11 @@ c.CourseDirectory.release_directory = "release"
 # the formgrader warns "The exchange directory ... does not exist" and its Release and Collect buttons do nothing.
 c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE") or os.path.join(COURSE_ROOT, "exchange")
 if not os.environ.get("NBGRADER_EXCHANGE") and not os.path.isdir(c.Exchange.root):
-    os.makedirs(c.Exchange.root, exist_ok=True)
-    os.chmod(c.Exchange.root, 0o777)   # what nbgrader release_assignment sets (and warns about otherwise)
+    try:
+        os.makedirs(c.Exchange.root, exist_ok=True)
+        os.chmod(c.Exchange.root, 0o777)   # what nbgrader release_assignment sets (and warns about otherwise)
+    except OSError:   # a read-only course folder: grading works, the formgrader warns about the exchange
+        pass
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
