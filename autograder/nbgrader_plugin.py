@@ -16,6 +16,7 @@ from pathlib import Path
 from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
+from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, SaveAutoGrades
 import dataclasses
 
@@ -103,8 +104,10 @@ class KeepManualGrades(SaveAutoGrades):
     nbgrader marks every cell with a manual score "needs manual grade" again on each autograde, so after a regrade
     the formgrader shows every hand-graded submission as ungraded. Here a cell with a manual score keeps it and
     stays graded, unless its answer changed since the last autograde (a new submission): then it needs a manual
-    grade again, until the formgrader saves one. The answers each autograde saw are recorded per student (a digest
-    of each graded cell, as the formgrader shows it) in ``record_directory``. The auto scores update as before.
+    grade again, until the formgrader saves one. A written answer is its own cell; the answer of a test cell whose
+    score was overridden is every answer cell of the notebook (and the test). The answers each autograde saw are
+    recorded per student (digests, of the cells as the formgrader shows them) in ``record_directory``. The auto
+    scores update as before.
     """
 
     record_directory = Unicode("", help="Folder of the graded cells' answers as last autograded, one JSON per "
@@ -125,6 +128,8 @@ class KeepManualGrades(SaveAutoGrades):
         except (OSError, ValueError):
             self._earlier = {}
         self._now: dict = {"answers": {}, "review": []}
+        code_answers = [c.source for c in nb.cells if c.cell_type == "code" and utils.is_solution(c)]
+        self._code_answers = json.dumps(code_answers)
         nb, resources = super().preprocess(nb, resources)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}")
@@ -137,7 +142,8 @@ class KeepManualGrades(SaveAutoGrades):
         grade = self.gradebook.find_grade(grade_id, self.notebook_id, self.assignment_id, self.student_id)
         was_pending = grade.needs_manual_grade
         super()._add_score(cell, resources)   # the auto score, and nbgrader's "needs manual grade"
-        answer = hashlib.sha256(cell.source.encode()).hexdigest()
+        graded = cell.source if utils.is_solution(cell) else json.dumps([cell.source, self._code_answers])
+        answer = hashlib.sha256(graded.encode()).hexdigest()
         if grade.manual_score is not None:
             earlier = self._earlier.get("answers", {}).get(grade_id)
             changed = earlier is not None and earlier != answer
@@ -146,8 +152,8 @@ class KeepManualGrades(SaveAutoGrades):
             self.gradebook.db.commit()
             if review:
                 self._now["review"].append(grade_id)
-                self.log.warning("%s of %s changed since it was hand-graded: it needs a manual grade again",
-                                 grade_id, self.student_id)
+                self.log.warning("the answer %s grades (student %s) changed since it was hand-graded: it needs a "
+                                 "manual grade again", grade_id, self.student_id)
         self._now["answers"][grade_id] = answer
 
 

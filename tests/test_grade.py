@@ -101,7 +101,12 @@ def regraded(tmp_path_factory):
     regrade = {"rows": rows, "warnings": warnings.getvalue(), "root": root,
                "feedback": Path(second.feedback).read_text() if second.feedback else "",
                "view": {s: gradebook_view(db_url, s) for s in (STUDENT, UNREAD)}}
-    changed = nbformat.reads(written_answers_only({"ProjectionHead": solutions()["ProjectionHead"]}), as_version=4)
+    with Gradebook(db_url) as gradebook:   # a test cell's score overridden in the formgrader
+        override = gradebook.find_grade("test_get_augmentations", NOTEBOOK, ASSIGNMENT, STUDENT)
+        override.manual_score, override.needs_manual_grade = 0.5, False
+        gradebook.db.commit()
+    tidied = solutions()["ProjectionHead"] + "\n# tidied up\n"   # a code answer changed: the override needs review
+    changed = nbformat.reads(written_answers_only({"ProjectionHead": tidied}), as_version=4)
     answer = next(c for c in changed.cells if c.metadata.get("nbgrader", {}).get("grade_id") == cells("markdown")[0])
     answer.source = "On second thought: the run without crops lost the most."
     (root / "incoming" / f"{STUDENT}.ipynb").write_text(nbformat.writes(changed))
@@ -157,7 +162,8 @@ def test_a_written_answer_changed_after_hand_grading_needs_a_manual_grade_again(
     view = resubmitted["view"]
     assert view["cells"][first_answer] == (None, 1.5, True), view["cells"][first_answer]
     assert all(view["cells"][g] == (None, 1.5, False) for g in others), view["cells"]
-    assert resubmitted["row"].manual_pending == 1 and not resubmitted["row"].feedback
+    assert view["cells"]["test_get_augmentations"] == (0.0, 0.5, True), "an override of a changed answer was kept"
+    assert resubmitted["row"].manual_pending == 2 and not resubmitted["row"].feedback
     assert STUDENT in resubmitted["warnings"]
 
 
@@ -184,6 +190,14 @@ def test_the_exercise_tables_reach_the_hand_grader_and_nothing_that_runs(regrade
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("grade"):
             assert all("trust me" not in str(o) for o in cell.outputs), "a test cell kept the student's output"
+
+
+def test_the_nbgrader_steps_print_no_root_or_exchange_warning(regraded):
+    logs = sorted((regraded[3]["root"] / "grades").glob("nbgrader-*.log"))
+    assert [p.name for p in logs] == ["nbgrader-autograde.log", "nbgrader-generate_feedback.log"]
+    for log in logs:
+        text = log.read_text()
+        assert "is not absolute" not in text and "exchange" not in text.lower(), text[:2000]
 
 
 @pytest.mark.parametrize("flags, feedback, with_pending", [([], False, False), (["--feedback"], True, False),
