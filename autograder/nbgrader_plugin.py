@@ -111,7 +111,8 @@ class KeepManualGrades(SaveAutoGrades):
     """
 
     record_directory = Unicode("", help="Folder of the graded cells' answers as last autograded, one JSON per "
-                               "assignment and student (default: <CourseDirectory.root>/graded_answers)").tag(config=True)
+                               "assignment and student (default: <CourseDirectory.root>/graded_answers)").tag(
+        config=True)
 
     def _record_path(self) -> Path:
         folder = self.record_directory or os.path.join(self.config.CourseDirectory.get("root") or os.getcwd(),
