@@ -107,3 +107,39 @@ def test_the_exercise_run_line_has_its_results(executed):
     (line,) = [o.data["text/plain"] for o in nb.cells[1].outputs if o.output_type == "display_data"]
     assert re.fullmatch(r"SimCLR run \(tau 0\.5\): probe \d+\.\d\d%, kNN \d+\.\d\d%; 2 epochs in \d+ s, \d+ s in all",
                         line), line
+
+
+def test_the_notebooks_long_cells_show_progress(capsys):
+    """The lab's probe, kNN and exercise-run cells draw a bar (here tqdm's, outside a kernel) and end on a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import numpy as np
+    import reference
+    import simclr_helpers as lab
+    from simclr_helpers import plots
+    from simclr_helpers.experiments import LabData, _with_transform, eval_loader
+    from test_lab_cells import Recorder, run_cell
+
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    train = lab.data.ArrayImageDataset(images, np.arange(40) % 10)
+    evaluation = _with_transform(train, lab.get_eval_transform())
+    data = LabData(train=train, test=train, pretrain=train, labelled=train, probe_train=eval_loader(evaluation, 16),
+                   probe_test=eval_loader(evaluation, 16))
+    encoder = lab.build_encoder("small_cnn")
+    state = dict(lab=lab, plots=Recorder(plots, show_results=lambda *a, **k: None), data=data, encoder=encoder,
+                 random_encoder=encoder, linear_probe=reference.linear_probe, losses=[1.0],
+                 preset=lab.PRESETS["cpu"], device="cpu", SHOW_PROGRESS=True)
+    run_cell('probe = {"SimCLR encoder": None, "random-init encoder": None}', **state)
+    run_cell('with timer("features and kNN")', **state)
+    captured = capsys.readouterr()
+    assert re.search(r"linear probes: +\d+%\|", captured.err) and re.search(r"features: +\d+%\|", captured.err)
+    assert re.search(r"(?m)^linear probes: 12 steps in \d+ s$", captured.out), captured.out
+    assert re.search(r"(?m)^features: 12 steps in \d+ s$", captured.out), captured.out
+
+    fake_lab = Recorder(lab, simclr_run=lambda *args, **kwargs: None)
+    run_cell("def exercise_run(", lab=fake_lab, preset=lab.PRESETS["cpu"], data=data, device="cpu",
+             FAST_AUGMENT=False, SHOW_PROGRESS=True, get_augmentations=reference.get_augmentations,
+             ProjectionHead=reference.ProjectionHead, train_epoch=reference.train_epoch,
+             linear_probe=reference.linear_probe)
+    (_, kwargs), = fake_lab.calls["simclr_run"]
+    assert kwargs.get("progress") is True, "the exercise runs show no progress"
