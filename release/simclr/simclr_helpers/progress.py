@@ -54,9 +54,11 @@ class Progress:
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the bar was made."""
         return time.perf_counter() - self.start
 
     def elapsed_text(self) -> str:
+        """``elapsed`` as "42 s" or "3 min 05 s"."""
         return duration(self.elapsed)
 
     def line(self) -> str:
