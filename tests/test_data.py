@@ -78,3 +78,27 @@ def test_two_view_dataset(train_set):
     (x_i, x_j), label = pairs[0]
     assert x_i.shape == x_j.shape == (3, 32, 32) and not torch.equal(x_i, x_j)
     assert label == dataset_targets(pairs.base)[0] and len(pairs) == 500
+
+
+def test_offline_server_without_the_copy_gets_one_clear_message(tmp_path, monkeypatch):
+    """No network, no CIFAR10_DIR, no copy: torchvision's real download path fails with a URLError; the
+    student sees one message (the folder looked for, the variable, the hub's line), with no URLError chained."""
+    import urllib.error
+    import urllib.request
+
+    from simclr_helpers import CIFAR10DownloadError, PRESETS, experiments
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "offline_copy_available", lambda root=None: False)   # the repo's copy
+    monkeypatch.setattr("simclr_helpers.data.resolve_data_dir", lambda root=None: tmp_path / "data" / "cifar10-jpeg")
+    with pytest.raises(CIFAR10DownloadError) as err:
+        experiments.load_lab_data(PRESETS["grading"])
+    message = str(err.value)
+    assert "Network is unreachable" in message and str(tmp_path / "data" / "cifar10-jpeg" / "train") in message
+    assert "CIFAR10_DIR is not set" in message and 'c.Spawner.environment = {"CIFAR10_DIR": ' in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__, "the URLError must not be chained"
+    assert isinstance(err.value, CIFAR10NotFoundError)

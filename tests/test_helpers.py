@@ -99,7 +99,7 @@ def test_figures_draw(lab_data, capsys):
     plots.plot_curves({"run": [3.0, 2.5]})
     plots.plot_embeddings({"a": (torch.randn(20, 2).numpy(), torch.arange(20) % 10)})
     plots.show_retrieval(lab_data.test, lab_data.train, [0, 1], torch.tensor([[0, 1, 2], [3, 4, 5]]))
-    plots.show_results({"run": 0.5, "skipped run": None}, title="results")
+    plots.show_results({"run": 0.5, "other run": 0.4, "skipped run": None}, title="results")
     assert [len(plt.figure(n).axes) for n in plt.get_fignums()] == [8, 2, 1, 1, 8, 1]
     assert "skipped run  skipped" in capsys.readouterr().out
     plt.close("all")

@@ -221,3 +221,33 @@ def test_optional_exercises_are_off_and_ungraded_and_the_required_ones_graded():
     assert set(graded) == {"answer_augmentations", "answer_temperature", "answer_h_vs_z"}
     assert not set(graded.values()) & optional_sections, "an optional exercise has a graded answer"
     assert len(optional_sections) == 5 and switches and set(switches.values()) == {"False"}, switches
+
+
+# ---------------------------------------------------------------- optional exercises switched off (issue 24, item 6)
+
+@pytest.mark.parametrize("marker", ["RUN_BATCH_SIZE = False", "RUN_HEAD_VARIANTS = False", "RUN_SUPERVISED = False",
+                                    "RUN_STL10 = False", "RUN_MOCO = False"])
+def test_a_switched_off_exercise_draws_nothing_and_says_so_in_one_line(marker, capsys):
+    """With its default switch (off), an optional exercise's cell draws no figure (it used to draw a zero-height
+    axis with the baseline's value over the tick labels) and prints one line saying it is switched off."""
+    plt.close("all")
+    preset = lab.PRESETS["cpu"]
+    run_cell(marker, lab=lab, plots=plots, preset=preset, RUN_EXERCISES=True, baseline={"probe": 0.41},
+             probe={"SimCLR encoder": 0.43}, ProjectionHead=None, nn=torch.nn, exercise_run=None, device="cpu",
+             SHOW_PROGRESS=False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert plt.get_fignums() == [], "a switched-off exercise drew a figure"
+    assert len(lines) == 1 and "switched off" in lines[0], lines
+
+
+def test_results_chart_has_room_for_its_bars():
+    """Two results or more get a chart whose axis has a real height; fewer get the table only."""
+    plt.close("all")
+    plots.show_results({"a": 0.4, "b": None}, title="one result")
+    assert plt.get_fignums() == []
+    plots.show_results({"a": 0.4, "b": 0.5}, title="two results")
+    (number,) = plt.get_fignums()
+    fig = plt.figure(number)
+    fig.canvas.draw()
+    assert fig.axes[0].get_window_extent().height > 0.3 * fig.dpi, "the chart's axis has (almost) no height"
+    plt.close("all")

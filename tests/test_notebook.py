@@ -201,7 +201,8 @@ def test_source_passes_every_test_without_errors(validated_source):
 def test_source_runs_headless_with_every_figure_within_budget(validated_source):
     _, executed, seconds = validated_source
     figures = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs)
-    assert figures >= 10, f"only {figures} figures were drawn"
+    # 4 before training, the loss curve, probe, kNN, t-SNE, retrieval, 8.5; the switched-off exercises draw none
+    assert figures >= 9, f"only {figures} figures were drawn"
     assert "preset: grading" in "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
                                        for o in c.outputs)
     assert seconds < GRADING_RUN_BUDGET_S, f"the grading preset took {seconds:.0f} s"

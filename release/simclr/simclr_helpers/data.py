@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import urllib.error
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +29,33 @@ HOW_TO_GET_DATA = (
 )
 
 
+HUB_SETUP = (
+    "On a JupyterHub without internet access the instructor unpacks the copy in a folder every student server\n"
+    "can read and adds one line to jupyterhub_config.py, e.g.\n"
+    f"    c.Spawner.environment = {{\"{DATA_ENV_VAR}\": \"/srv/data/cifar10-jpeg\"}}\n"
+    "then restarts the hub (students restart their servers)."
+)
+
+
 class CIFAR10NotFoundError(FileNotFoundError):
     """The CIFAR-10 folder is missing or is not laid out as expected."""
+
+
+class CIFAR10DownloadError(CIFAR10NotFoundError):
+    """No offline copy was found and torchvision's download failed (typically: no internet access)."""
+
+
+def download_failed_message(reason: object, looked_at: Path | None = None) -> str:
+    """What to do when the download fails: the folder that was looked for, ``$CIFAR10_DIR``, the hub's line."""
+    looked_at = resolve_data_dir() if looked_at is None else looked_at
+    variable = (f"{DATA_ENV_VAR} is set to {os.environ[DATA_ENV_VAR]!r}" if os.environ.get(DATA_ENV_VAR)
+                else f"{DATA_ENV_VAR} is not set")
+    return (f"CIFAR-10 could not be downloaded ({reason}), and no offline copy was found: looked for "
+            f"{looked_at / 'train'} ({variable}).\n"
+            f"Students: ask your instructor where the course's copy of CIFAR-10 is, then run\n"
+            f"    import os; os.environ[\"{DATA_ENV_VAR}\"] = \"/path/to/cifar10-jpeg\"\n"
+            f"in a cell before loading the data (or put the unpacked cifar10-jpeg folder in ./data/).\n"
+            f"{HUB_SETUP}")
 
 
 class ArrayImageDataset(Dataset):
@@ -130,13 +157,19 @@ def load_cifar10(train: bool = True, transform: Callable | None = None,
                  root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
     """CIFAR-10's train or test split; items are ``(image, label)``, the image passed through ``transform``.
 
-    With ``download=True`` torchvision fetches the original data set into ``root`` (needs internet, e.g. Colab).
+    With ``download=True`` torchvision fetches the original data set into ``root`` (needs internet, e.g. Colab);
+    when that fails for want of a network, :class:`CIFAR10DownloadError` says which offline folder was looked
+    for and how to point ``$CIFAR10_DIR`` at one (on a JupyterHub: the instructor's ``c.Spawner.environment``).
     Otherwise an ImageFolder copy is read from ``root``, ``$CIFAR10_DIR`` or ``data/cifar10-jpeg``;
     a missing or malformed folder raises :class:`CIFAR10NotFoundError` naming the path and how to get the data.
     """
     if download:
         from torchvision.datasets import CIFAR10
-        return CIFAR10(root=str(root or "data"), train=train, transform=transform, download=True)
+        try:
+            return CIFAR10(root=str(root or "data"), train=train, transform=transform, download=True)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout) as err:
+            reason = getattr(err, "reason", None) or err
+            raise CIFAR10DownloadError(download_failed_message(reason)) from None
     images, targets = _load_arrays(resolve_data_dir(root) / ("train" if train else "test"))
     return ArrayImageDataset(images, targets, transform)
 

@@ -1,6 +1,7 @@
 """Data loaders and training loops around the student's components, for the lab's runs and exercises."""
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .data import (CIFAR10_MEAN, CIFAR10_STD, TwoViewDataset, balanced_subset, d
 from .batch_augment import BatchAugment
 from .encoders import build_encoder
 from .evaluate import extract_features, knn_accuracy
+from .progress import Progress, duration
 from .runtime import Preset
 
 
@@ -34,6 +36,11 @@ class LabData:
     labelled: Subset      # the labelled training images: the probe's (and the supervised baseline's), items (PIL, label)
     probe_train: DataLoader  # ``labelled`` with the evaluation transform, for the linear probe and kNN
     probe_test: DataLoader
+
+    @property
+    def evaluation_batches(self) -> int:
+        """Batches in one pass over the probe's training and test loaders (one encoder's features)."""
+        return len(self.probe_train) + len(self.probe_test)
 
 
 def load_lab_data(preset: Preset, seed: int = 0, root: str | None = None) -> LabData:
@@ -102,14 +109,30 @@ def eval_loader(dataset: Dataset, batch_size: int = 512) -> DataLoader:
 
 
 def pretrain(encoder: nn.Module, head: nn.Module, loader: DataLoader, train_epoch: Callable, epochs: int,
-             lr: float, temperature: float, device: torch.device | str, progress: bool = True) -> list[float]:
-    """SimCLR pretraining: Adam on encoder and head, ``train_epoch`` once per epoch; returns the epoch losses."""
+             lr: float, temperature: float, device: torch.device | str, progress: bool = True,
+             bar: Progress | None = None) -> list[float]:
+    """SimCLR pretraining: Adam on encoder and head, ``train_epoch`` once per epoch; returns the epoch losses.
+
+    With ``progress``, a bar over all epochs' batches shows the time left, each epoch prints its loss, and a
+    summary line replaces the bar at the end. ``bar``: count the batches on that bar instead (no lines printed).
+    ``train_epoch`` gets ``progress=False``: the bar is this function's.
+    """
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()), lr=lr, weight_decay=1e-6)
+    own = bar is None
+    if own:
+        bar = Progress("SimCLR pretraining", epochs * len(loader), enabled=progress)
     losses = []
-    for epoch in range(epochs):
-        losses.append(train_epoch(encoder, head, loader, optimizer, temperature, device, progress))
-        if progress:
-            print(f"epoch {epoch + 1:3d}/{epochs}  loss {losses[-1]:.4f}", flush=True)
+    with contextlib.ExitStack() as stack:
+        if own:
+            stack.enter_context(bar)
+        for epoch in range(epochs):
+            losses.append(train_epoch(encoder, head, bar.track(loader), optimizer, temperature, device, False))
+            bar.update(0, note=f"epoch {epoch + 1}/{epochs}, loss {losses[-1]:.4f}")
+            if own and progress:
+                print(f"epoch {epoch + 1:3d}/{epochs}  loss {losses[-1]:.4f}", flush=True)
+        if own:
+            bar.close(f"SimCLR pretraining: {epochs} epochs in {bar.elapsed_text()}, last loss {losses[-1]:.4f}"
+                      if losses else None)
     return losses
 
 
@@ -121,7 +144,8 @@ def simclr_run(data: LabData, augment: Callable, head_factory: Callable[[int], n
 
     ``head_factory(out_dim_of_encoder)`` builds the projection head (``nn.Identity()`` for "no head").
     Settings left as ``None`` come from the preset's exercise budget. ``fast`` draws the views on the device
-    (``DevicePairLoader``) instead of in CPU workers.
+    (``DevicePairLoader``) instead of in CPU workers. ``progress``: one bar for the whole run (pretraining,
+    probe, kNN) with the time left, replaced at the end by one line with the run's results.
     """
     torch.manual_seed(seed)
     subset = balanced_subset(data.train, fraction or preset.experiment_fraction, seed=seed)
@@ -131,14 +155,26 @@ def simclr_run(data: LabData, augment: Callable, head_factory: Callable[[int], n
         loader = pair_loader(subset, augment, batch_size or preset.batch_size, preset.workers, seed)
     encoder = build_encoder(preset.encoder).to(device)
     head = head_factory(encoder.out_dim).to(device)
-    start = time.perf_counter()
-    losses = pretrain(encoder, head, loader, train_epoch, epochs or preset.experiment_epochs, preset.lr,
-                      temperature or preset.temperature, device, progress)
-    seconds = time.perf_counter() - start
-    probe = linear_probe(encoder, data.probe_train, data.probe_test, epochs=preset.probe_epochs, device=device)
-    train_h, train_y = extract_features(encoder, data.probe_train, device)
-    test_h, test_y = extract_features(encoder, data.probe_test, device)
-    return dict(probe=probe, knn=knn_accuracy(train_h, train_y, test_h, test_y), losses=losses, seconds=seconds)
+    epochs = epochs or preset.experiment_epochs
+    changed = ", ".join(f"{name} {value}" for name, value in (("epochs", epochs), ("fraction", fraction),
+                        ("batch", batch_size), ("tau", temperature)) if value is not None and name != "epochs")
+    desc = f"SimCLR run ({changed})" if changed else "SimCLR run"
+    # the bar counts the pretraining batches, then the probe's and the kNN's passes over the labelled images
+    with Progress(desc, epochs * len(loader) + 2 * data.evaluation_batches, enabled=progress) as bar:
+        start = time.perf_counter()
+        losses = pretrain(encoder, head, loader, train_epoch, epochs, preset.lr, temperature or preset.temperature,
+                          device, progress, bar=bar)
+        seconds = time.perf_counter() - start
+        bar.update(0, note="linear probe")
+        probe = linear_probe(encoder, bar.track(data.probe_train), bar.track(data.probe_test),
+                             epochs=preset.probe_epochs, device=device)
+        bar.update(0, note="kNN")
+        train_h, train_y = extract_features(encoder, bar.track(data.probe_train), device)
+        test_h, test_y = extract_features(encoder, bar.track(data.probe_test), device)
+        knn = knn_accuracy(train_h, train_y, test_h, test_y)
+        bar.close(f"{desc}: probe {probe:.2%}, kNN {knn:.2%}; {epochs} epochs in {duration(seconds)}, "
+                  f"{bar.elapsed_text()} in all")
+    return dict(probe=probe, knn=knn, losses=losses, seconds=seconds)
 
 
 def progress_bar(iterable: Iterable, **kwargs) -> Iterable:
@@ -167,17 +203,20 @@ def train_supervised(encoder: nn.Module, dataset: Dataset, test_loader: DataLoad
                         drop_last=True, num_workers=workers, generator=torch.Generator().manual_seed(0))
     model = nn.Sequential(encoder, nn.Linear(encoder.out_dim, num_classes)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=5e-4)
-    for _ in range(epochs):
-        model.train()
-        for x, y in progress_bar(loader, desc="supervised", leave=False, disable=not progress):
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in test_loader:
-            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-            total += len(y)
+    with Progress("supervised baseline", epochs * len(loader), enabled=progress) as bar:
+        for epoch in range(epochs):
+            model.train()
+            for x, y in bar.track(loader):
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            bar.update(0, note=f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+                total += len(y)
+        bar.close(f"supervised baseline: {epochs} epochs in {bar.elapsed_text()}, test accuracy {correct / total:.2%}")
     return correct / total

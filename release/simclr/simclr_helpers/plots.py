@@ -105,16 +105,24 @@ def show_retrieval(test_set: Dataset, train_set: Dataset, query_indices: Sequenc
     plt.show()
 
 
-def show_results(results: dict[str, float | None], title: str, metric: str = "linear-probe accuracy") -> None:
-    """A table and a bar chart of one experiment's results (``None``: the run was skipped)."""
+def show_results(results: dict[str, float | None], title: str, metric: str = "linear-probe accuracy",
+                 switched_off: bool = False) -> None:
+    """A table and a bar chart of one experiment's results (``None``: the run was skipped).
+
+    ``switched_off``: the exercise's ``RUN_...`` switch is off; one line says so and nothing is drawn. A chart
+    needs two results to compare: with fewer, only the table is printed.
+    """
+    if switched_off:
+        print(f"{title}: switched off (set the RUN_... switch at the top of this cell to True to run it).")
+        return
     width = max(len(name) for name in results) + 2
     print(f"{title}\n{'setting':<{width}}{metric}")
     for name, value in results.items():
         print(f"{name:<{width}}{'skipped' if value is None else f'{value:.2%}'}")
     done = {name: value for name, value in results.items() if value is not None}
-    if not done:
+    if len(done) < 2:
         return
-    fig, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(done)))
+    fig, ax = plt.subplots(figsize=(5.5, 1.2 + 0.45 * len(done)))
     ax.barh(list(done), [100 * v for v in done.values()], color="tab:blue")
     for y, value in enumerate(done.values()):
         ax.text(100 * value, y, f" {value:.1%}", va="center", fontsize=8)
