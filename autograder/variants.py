@@ -210,7 +210,11 @@ OWN_FEATURES = """\
         return torch.cat([h for h, _ in pairs]), torch.cat([y for _, y in pairs])
 """
 OWN_FEATURES_CALLS = "    train_h, train_y = features(train_loader)\n    test_h, test_y = features(test_loader)"
-PROBE_OWN_LOOP = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES + OWN_FEATURES_CALLS)
+PROBE_OWN_LOOP = PROBE_TEMPLATE.format(features="    was_training = encoder.training\n    encoder.eval()\n" + OWN_FEATURES
+                                       + OWN_FEATURES_CALLS + "\n    encoder.train(was_training)")
+PROBE_MODE_NOT_RESTORED = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES + OWN_FEATURES_CALLS)
+PROBE_MODE_ALWAYS_TRAIN = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES + OWN_FEATURES_CALLS
+                                                + "\n    encoder.train()")
 PROBE_TRAIN_MODE = PROBE_TEMPLATE.format(features=OWN_FEATURES + OWN_FEATURES_CALLS)
 PROBE_NOT_FROZEN = """\
 def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):

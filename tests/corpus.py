@@ -19,7 +19,8 @@ from autograder import variants
 from autograder.examples import filled_release, solutions
 from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
                                  HEAD_ATTRIBUTES, HEAD_NO_BN, HEAD_NO_RELU, LOSS_COSINE, LOSS_LOGSUMEXP,
-                                 PROBE_NOT_FROZEN, PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
+                                 PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_NOT_FROZEN,
+                                 PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
                                  TRAIN_NO_ZERO_GRAD, TRAIN_SAME_VIEW, TRAIN_SEPARATE, loss, train)
 from autograder.registry import COMPONENTS
 from autograder.training_run import RUN_COMPONENT_CELLS
@@ -224,6 +225,10 @@ CORPUS: list[Submission] = [
                cells={"train_epoch": TRAIN_LAST_LOSS}),
     Submission("probe_not_frozen", "trains the encoder with the classifier", ("test_linear_probe", "test_linear_probe_hidden"),
                cells={"linear_probe": PROBE_NOT_FROZEN}),
+    Submission("probe_mode_not_restored", "encoder.eval() and the encoder left in eval mode", ("test_linear_probe",),
+               cells={"linear_probe": PROBE_MODE_NOT_RESTORED}),
+    Submission("probe_mode_always_train", "the encoder put in training mode afterwards, whatever its mode before",
+               ("test_linear_probe_hidden",), cells={"linear_probe": PROBE_MODE_ALWAYS_TRAIN}),
     Submission("probe_train_mode", "no encoder.eval(): BatchNorm statistics change", ("test_linear_probe_hidden",),
                cells={"linear_probe": PROBE_TRAIN_MODE}),
     Submission("unchanged_release", "the release as handed out", tuple(POINTS), raw=RELEASE.read_text()),
