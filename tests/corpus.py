@@ -16,9 +16,10 @@ from typing import Callable
 from attacks import (DAEMON, FORGE_PROBE_ACCURACY, FORGE_PROBE_DETACHED, FORGE_PROBE_IN_CALL, FORGE_PROBE_LABEL_MEMORY,
                      FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER, at_first_call, forge_every_op)
 from autograder import variants
-from autograder.examples import filled_release, solutions
+from autograder.examples import filled_release, solutions, with_cell_above
 from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
                                  HEAD_ATTRIBUTES, HEAD_NO_BN, HEAD_NO_RELU, LOSS_COSINE, LOSS_LOGSUMEXP,
+                                 LOSS_WITH_HELPER, POSITIVE_TARGETS,
                                  PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_NOT_FROZEN,
                                  PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
                                  TRAIN_NO_ZERO_GRAD, TRAIN_SAME_VIEW, TRAIN_SEPARATE, loss, train)
@@ -207,6 +208,8 @@ CORPUS: list[Submission] = [
                cells={"ProjectionHead": HEAD_ATTRIBUTES}),
     Submission("correct_train_separate", "each view through f and g separately", cells={"train_epoch": TRAIN_SEPARATE}),
     Submission("correct_probe_own_loop", "own feature extraction, full-batch Adam", cells={"linear_probe": PROBE_OWN_LOOP}),
+    Submission("correct_loss_helper_above", "nt_xent calls a helper defined in a cell of the student's own above it",
+               cells={"nt_xent": LOSS_WITH_HELPER}, edit=lambda nb: with_cell_above(nb, "nt_xent", POSITIVE_TARGETS)),
     *[Submission(name, what, fails, cells={"nt_xent": code}) for name, (what, code, fails) in BROKEN.items()],
     Submission("augment_no_jitter", "no colour jitter", ("test_get_augmentations_hidden",),
                cells={"get_augmentations": AUGMENT_NO_JITTER}),
