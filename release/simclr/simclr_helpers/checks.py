@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import textwrap
 from typing import Any, Callable
 
 import numpy as np
@@ -432,7 +433,8 @@ def check_nt_xent(loss_fn: Callable, seed: int = 0) -> None:
         expected = math.log(1 + (2 * n - 2) * math.exp(-1 / tau))
         got = loss_fn(e, e.clone(), tau).item()
         assert abs(got - expected) < 1e-5, (
-            f"orthonormal pairs, N={n}, tau={tau}: expected {expected:.6f}, got {got:.6f} ({_likely_cause(got, n, tau)})")
+            f"orthonormal pairs, N={n}, tau={tau}: expected {expected:.6f}, got {got:.6f}\n"
+            + textwrap.fill(_likely_cause(got, n, tau), 76, break_long_words=False, break_on_hyphens=False))
 
 
 def _likely_cause(got: float, n: int, tau: float) -> str:
