@@ -156,7 +156,7 @@ def self_check(namespace: Namespace, notebook: str | Path | None = "simclr_lab.i
     """Run every item on the functions of ``namespace`` (the notebook's ``globals()``); print one line each.
 
     Returns whether all passed; with ``strict`` (the notebook's cell) raises an AssertionError instead, whose first
-    line is short and says what to do, and whose other lines (at most 78 characters) name each problem, so that
+    line is short and says what to do, and whose other lines (at most 76 characters) name each problem, so that
     nbgrader's Validate fails and shows them whole."""
     problems: list[tuple[str, str]] = []
 
