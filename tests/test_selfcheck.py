@@ -132,3 +132,19 @@ def test_validate_fails_with_the_self_checks_message(tmp_path, answers, concept)
         "lab.self_check(globals(), strict=True)"], verdict
     error = " ".join(strip_ansi(verdict["failed"][0]["raw_error"]).split())
     assert "self-check: 1 problem, listed below: fix before you submit" in error and concept in error, error
+
+
+def test_the_grader_never_runs_the_self_check_and_says_so(tmp_path):
+    """Autograde gives the 0-point self-check cell a note, not a NotGraded error, and no point is at stake."""
+    from nbgrader import utils as nbgrader_utils
+
+    from autograder.grading import answer_cells, digest
+    from autograder.nbgrader_plugin import TrustedChecks
+    from autograder.registry import GRADE_IDS, NOT_GRADED
+    nb = nbformat.reads(json.dumps(filled_release(solutions())), as_version=4)
+    verdicts = {g: {"grade_id": g, "passed": True, "message": "passed", "seconds": 0.0} for g in GRADE_IDS}
+    (tmp_path / "s.json").write_text(json.dumps({"digest": digest(answer_cells(nb)), "results": verdicts}))
+    graded, _ = TrustedChecks(results_directory=str(tmp_path)).preprocess(nb, {"nbgrader": {"student": "s"}})
+    cell = next(c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "self_check")
+    assert [o.output_type for o in cell.outputs] == ["stream"] and NOT_GRADED["self_check"] in cell.outputs[0].text
+    assert nbgrader_utils.determine_grade(cell) == (0, 0)
