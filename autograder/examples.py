@@ -32,6 +32,13 @@ def filled_release(answers: dict[str, str], root: Path = COURSE_ROOT) -> dict:
     return nb
 
 
+def with_cell_above(nb: dict, grade_id: str, source: str) -> dict:
+    """``nb`` (as JSON) with a new code cell of ``source`` just above the cell ``grade_id``: a student's own cell."""
+    index = next(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+    nb["cells"].insert(index, nbformat.v4.new_code_cell(source))
+    return nb
+
+
 ZERO_GRAD_MISSING = '''\
 def train_epoch(encoder, head, loader, optimizer, temperature=0.5, device="cpu", progress=True):
     encoder.train()

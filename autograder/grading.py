@@ -1,18 +1,17 @@
 """Grade one submission: take its answer cells out of the notebook and run every check on a separate process."""
 from __future__ import annotations
 
-import ast
 import contextlib
 import dataclasses
 import hashlib
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 
 import nbformat
 from simclr_helpers import resolve_data_dir
 from simclr_helpers.checks import StudentCodeError
+from simclr_helpers.definitions import graded_cells, name_error_hint
 
 from .integrity import CodeSnapshot
 from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
@@ -28,37 +27,11 @@ class CheckResult:
     seconds: float
 
 
-def _defines(source: str, name: str) -> bool:
-    try:
-        tree = ast.parse(_without_magics(source))
-    except SyntaxError:
-        return False
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return True
-    return False
-
-
-def _without_magics(source: str) -> str:
-    """IPython line magics and shell escapes (``%...``, ``!...``) have no meaning outside a kernel."""
-    return re.sub(r"(?m)^[ \t]*[%!].*$", "", source)
-
-
 def answer_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
-    """The code of the five answer cells, in notebook order: by nbgrader grade_id, else the last cell defining it."""
-    found: dict[int, str] = {}
-    for component in COMPONENTS:
-        code_cells = [(i, c) for i, c in enumerate(nb.cells) if c.get("cell_type") == "code"]
-        by_id = [i for i, c in code_cells
-                 if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == component]
-        defining = [i for i, c in code_cells if _defines(c.get("source", ""), component)
-                    and not c.get("metadata", {}).get("nbgrader", {}).get("grade")]
-        index = by_id[0] if by_id else (defining[-1] if defining else None)
-        if index is not None:
-            found[index] = component
-    return [(found[i], _without_magics(nb.cells[i].source)) for i in sorted(found)]
+    """The cells the grader defines, in order: the helpers the answer cells need from the student's other code cells
+    (definitions only), then the five answer cells (by nbgrader grade_id, else the last cell defining the
+    component), without magics. See ``simclr_helpers.definitions.graded_cells``: the self-check uses the same."""
+    return graded_cells(nb.cells, COMPONENTS)
 
 
 def digest(cells: list[tuple[str, str]]) -> str:
@@ -88,9 +61,9 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
         passed, message = False, f"{type(error).__name__}: {error}"
     if check.component in sandbox.cell_errors and not passed:
         message = f"the cell defining {check.component} failed: {sandbox.cell_errors[check.component]}; {message}"
-    elif not passed and "NameError" in message and any(sandbox.left_out.values()):
-        message += ("; the grader runs only the definitions of your answer cells (imports, functions, classes, "
-                    "simple constants), not: " + "; ".join(line for lines in sandbox.left_out.values() for line in lines))
+    elif not passed and "NameError" in message:
+        hint = name_error_hint(message, sandbox.left_out, sandbox.cell_errors)
+        message += f"; {hint}" if hint else ""
     return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
 
 

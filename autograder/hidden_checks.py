@@ -278,7 +278,7 @@ def train_epoch(student) -> None:
 def linear_probe(student) -> None:
     """Frozen in every sense, judged by consequences: the encoder's weights and BatchNorm statistics unchanged (read
     by the grader), features that do not depend on the batch (eval mode), nothing learned that the frozen
-    features do not hold; and an accuracy that follows the labels it is given."""
+    features do not hold; an accuracy that follows the labels it is given; and the encoder's eval mode kept."""
     probe = dict(freeze_bias=True, num_classes=4, epochs=50, lr=1e-2)
     train, test = ops.separable_batches(seed=1)
     weights = ops.probe_weights(seed=0)
@@ -303,7 +303,13 @@ def linear_probe(student) -> None:
         "encoder was trained; only the linear classifier may learn (extract the features under torch.no_grad())")
 
     changed, expected = ops.relabelled(test, seed=4)
-    got = student.run("linear_probe", train=train, test=changed, encoder_state=weights, **probe)["accuracy"]
+    # This call starts in eval mode: the mode must be the same afterwards (the visible test starts in train mode).
+    # The mode is the student process's report: it catches an honest mistake, nothing more.
+    in_eval = student.run("linear_probe", train=train, test=changed, encoder_state=weights, train_mode=False, **probe)
+    assert not any(in_eval["training"]), (
+        "the encoder was in eval mode before linear_probe and in training mode after: put it back in the mode it "
+        "was in (encoder.train(was_training)), not always in training mode")
+    got = in_eval["accuracy"]
     assert abs(got - expected) <= 0.1, (
         f"with {100 * (1 - expected):.0f} % of the test labels changed to another class, a classifier that finds "
         f"the classes scores about {expected:.2f} against them, but linear_probe returned {got:.3f}: return the "

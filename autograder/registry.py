@@ -45,6 +45,9 @@ BY_GRADE_ID = {check.grade_id: check for check in CHECKS}
 # The training run is graded after the checks above: its points can depend on theirs (see training_run.py).
 TRAINING_RUN_ID = "test_training_run_hidden"
 GRADE_IDS = tuple(BY_GRADE_ID) + (TRAINING_RUN_ID,)
+# Test cells worth 0 points that no check grades and the grader never runs (the self-check runs in the student's
+# notebook, so that Validate fails while it finds a problem): grade_id -> their output in the autograded notebook.
+NOT_GRADED = {"self_check": "not run by the grader: the self-check is for your notebook (0 points)"}
 
 
 def run_in_kernel(grade_id: str, namespace: dict) -> None:

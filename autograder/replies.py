@@ -107,7 +107,7 @@ RESULTS: dict[str, Callable[[dict], Validator]] = {
                                      optional=("grad_i", "grad_j")),
     "train_epoch": lambda inputs: record({"returned": list_of(number(), inputs.get("epochs", 1)), "steps": number(),
                                           "seen": tensor(BIG), "encoder": _state(), "head": _state()}),
-    "linear_probe": lambda inputs: record({"accuracy": number(), "state": _state()}),
+    "linear_probe": lambda inputs: record({"accuracy": number(), "state": _state(), "training": list_of(flag, 256)}),
     "training_run": lambda inputs: record({"encoder": _state(1024), "losses": list_of(number(), 10_000)}),
 }
 

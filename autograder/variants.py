@@ -39,6 +39,19 @@ LOSS_COSINE = loss("""\
     targets = (idx + n2 // 2) % n2
     return -F.log_softmax(sim, dim=1)[idx, targets].mean()
 """)
+# A correct loss that calls a helper defined in a code cell of its own above it (examples.with_cell_above): the
+# grader takes that helper from the student's other cells, definitions only.
+POSITIVE_TARGETS = '''\
+def positive_targets(n):
+    """Row k's positive among the 2N embeddings: its view in the other half."""
+    return torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+'''
+LOSS_WITH_HELPER = loss("""\
+    z = F.normalize(torch.cat([z_i, z_j]).float(), dim=1)
+    logits = (z @ z.T) / temperature
+    logits.fill_diagonal_(float("-inf"))
+    return F.cross_entropy(logits, positive_targets(len(z_i)).to(z.device))
+""")
 LOSS_SEED_002 = loss("""\
     cos = nn.CosineSimilarity(dim=1)
     pos_sim, neg_sim = cos(z_i, z_i).mean(), cos(z_j, z_j).mean()
@@ -197,7 +210,11 @@ OWN_FEATURES = """\
         return torch.cat([h for h, _ in pairs]), torch.cat([y for _, y in pairs])
 """
 OWN_FEATURES_CALLS = "    train_h, train_y = features(train_loader)\n    test_h, test_y = features(test_loader)"
-PROBE_OWN_LOOP = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES + OWN_FEATURES_CALLS)
+PROBE_OWN_LOOP = PROBE_TEMPLATE.format(features="    was_training = encoder.training\n    encoder.eval()\n" + OWN_FEATURES
+                                       + OWN_FEATURES_CALLS + "\n    encoder.train(was_training)")
+PROBE_MODE_NOT_RESTORED = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES + OWN_FEATURES_CALLS)
+PROBE_MODE_ALWAYS_TRAIN = PROBE_TEMPLATE.format(features="    encoder.eval()\n" + OWN_FEATURES + OWN_FEATURES_CALLS
+                                                + "\n    encoder.train()")
 PROBE_TRAIN_MODE = PROBE_TEMPLATE.format(features=OWN_FEATURES + OWN_FEATURES_CALLS)
 PROBE_NOT_FROZEN = """\
 def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, device="cpu", seed=0):

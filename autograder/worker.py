@@ -264,14 +264,15 @@ def _text(message: str, limit: int) -> str:
 
 
 def _define_cells(cells: list, namespace: dict, definitions_only: bool, say) -> tuple[dict, dict]:
-    """Run each cell (only its definitions, unless ``definitions_only`` is off); errors and left-out statements
-    by cell label. A cell that raises keeps what it defined before, as in a notebook."""
-    from simclr_helpers.definitions import define
+    """Run each cell (only its definitions, unless ``definitions_only`` is off; a cell of helpers taken from the
+    student's other cells always only its definitions); errors and left-out statements by cell label. A cell that
+    raises keeps what it defined before, as in a notebook."""
+    from simclr_helpers.definitions import define, is_helper
     cell_errors, left_out = {}, {}
     for label, source in cells:
         say({"running": label})
         try:
-            if definitions_only:
+            if definitions_only or is_helper(label):
                 left_out[label] = define(source, namespace, label)
             else:
                 exec(compile(source, f"<cell {label}>", "exec"), namespace)

@@ -16,10 +16,12 @@ from typing import Callable
 from attacks import (DAEMON, FORGE_PROBE_ACCURACY, FORGE_PROBE_DETACHED, FORGE_PROBE_IN_CALL, FORGE_PROBE_LABEL_MEMORY,
                      FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER, at_first_call, forge_every_op)
 from autograder import variants
-from autograder.examples import filled_release, solutions
+from autograder.examples import filled_release, solutions, with_cell_above
 from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
                                  HEAD_ATTRIBUTES, HEAD_NO_BN, HEAD_NO_RELU, LOSS_COSINE, LOSS_LOGSUMEXP,
-                                 PROBE_NOT_FROZEN, PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
+                                 LOSS_WITH_HELPER, POSITIVE_TARGETS,
+                                 PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_NOT_FROZEN,
+                                 PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
                                  TRAIN_NO_ZERO_GRAD, TRAIN_SAME_VIEW, TRAIN_SEPARATE, loss, train)
 from autograder.registry import COMPONENTS
 from autograder.training_run import RUN_COMPONENT_CELLS
@@ -206,6 +208,8 @@ CORPUS: list[Submission] = [
                cells={"ProjectionHead": HEAD_ATTRIBUTES}),
     Submission("correct_train_separate", "each view through f and g separately", cells={"train_epoch": TRAIN_SEPARATE}),
     Submission("correct_probe_own_loop", "own feature extraction, full-batch Adam", cells={"linear_probe": PROBE_OWN_LOOP}),
+    Submission("correct_loss_helper_above", "nt_xent calls a helper defined in a cell of the student's own above it",
+               cells={"nt_xent": LOSS_WITH_HELPER}, edit=lambda nb: with_cell_above(nb, "nt_xent", POSITIVE_TARGETS)),
     *[Submission(name, what, fails, cells={"nt_xent": code}) for name, (what, code, fails) in BROKEN.items()],
     Submission("augment_no_jitter", "no colour jitter", ("test_get_augmentations_hidden",),
                cells={"get_augmentations": AUGMENT_NO_JITTER}),
@@ -224,6 +228,10 @@ CORPUS: list[Submission] = [
                cells={"train_epoch": TRAIN_LAST_LOSS}),
     Submission("probe_not_frozen", "trains the encoder with the classifier", ("test_linear_probe", "test_linear_probe_hidden"),
                cells={"linear_probe": PROBE_NOT_FROZEN}),
+    Submission("probe_mode_not_restored", "encoder.eval() and the encoder left in eval mode", ("test_linear_probe",),
+               cells={"linear_probe": PROBE_MODE_NOT_RESTORED}),
+    Submission("probe_mode_always_train", "the encoder put in training mode afterwards, whatever its mode before",
+               ("test_linear_probe_hidden",), cells={"linear_probe": PROBE_MODE_ALWAYS_TRAIN}),
     Submission("probe_train_mode", "no encoder.eval(): BatchNorm statistics change", ("test_linear_probe_hidden",),
                cells={"linear_probe": PROBE_TRAIN_MODE}),
     Submission("unchanged_release", "the release as handed out", tuple(POINTS), raw=RELEASE.read_text()),

@@ -193,7 +193,9 @@ def test_source_passes_every_test_without_errors(validated_source):
     print(f"source notebook, grading preset: {seconds:.0f} s")
     assert verdict == {}, f"the source notebook does not validate: {verdict}"
     graded = [c for c in executed.cells if nbgrader_utils.is_grade(c) and c.cell_type == "code"]
-    assert len(graded) == 12 and sum(c.metadata.nbgrader.points for c in graded) == 22
+    scored = [c for c in graded if c.metadata.nbgrader.points]
+    assert len(scored) == 12 and sum(c.metadata.nbgrader.points for c in graded) == 22
+    assert [c.metadata.nbgrader.grade_id for c in graded if c not in scored] == ["self_check"]
     for cell in graded:
         assert nbgrader_utils.determine_grade(cell)[0] == cell.metadata.nbgrader.points, cell.metadata.nbgrader.grade_id
 
@@ -209,8 +211,11 @@ def test_source_runs_headless_with_every_figure_within_budget(validated_source):
 
 
 def test_release_fails_every_test(validated_release):
+    """Every test cell with points fails (``--invert`` counts a 0-point cell, the self-check, as passed whatever its
+    output: test_release_errors_only_in_test_cells shows it fails too)."""
     verdict, _, _ = validated_release
-    assert verdict == {}, f"the unchanged release passes some tests: {verdict}"
+    passed = [cell for cell in verdict.get("passed", []) if "lab.self_check(" not in cell["source"]]
+    assert set(verdict) <= {"passed"} and not passed, f"the unchanged release passes some tests: {verdict}"
 
 
 def test_release_errors_only_in_test_cells(validated_release):

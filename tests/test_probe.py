@@ -64,3 +64,30 @@ def test_knn_accuracy():
 def test_tsne_shape():
     points = tsne_2d(torch.randn(60, 16), seed=0)
     assert points.shape == (60, 2)
+
+
+def _probe_student(source: str):
+    """The ops run in this process on a namespace holding ``linear_probe`` from ``source``."""
+    from simclr_helpers import checks, definitions
+    namespace = {"__name__": "__main__"}
+    exec(definitions.NOTEBOOK_IMPORTS, namespace)
+    exec(source, namespace)
+    return checks.InKernel(namespace)
+
+
+def test_the_probe_checks_keep_the_encoders_mode():
+    """The contract's "train/eval mode the same afterwards": the visible check starts in train mode, the hidden one
+    (also) in eval mode; a probe that puts the mode back passes both."""
+    import pytest
+
+    from autograder import hidden_checks
+    from autograder.variants import PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_OWN_LOOP
+    from simclr_helpers import checks
+    checks.check_linear_probe(_probe_student(PROBE_OWN_LOOP))
+    hidden_checks.linear_probe(_probe_student(PROBE_OWN_LOOP))
+    with pytest.raises(AssertionError, match="in training mode before linear_probe and is in eval mode after"):
+        checks.check_linear_probe(_probe_student(PROBE_MODE_NOT_RESTORED))
+    hidden_checks.linear_probe(_probe_student(PROBE_MODE_NOT_RESTORED))   # eval mode kept: the visible test's
+    checks.check_linear_probe(_probe_student(PROBE_MODE_ALWAYS_TRAIN))    # train mode kept: the hidden test's
+    with pytest.raises(AssertionError, match="in eval mode before linear_probe and in training mode after"):
+        hidden_checks.linear_probe(_probe_student(PROBE_MODE_ALWAYS_TRAIN))

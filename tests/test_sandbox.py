@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import attacks
+import nbformat
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -38,6 +39,34 @@ def test_answer_cells_by_grade_id_else_by_definition_without_magics():
     cells = answer_cells(nb)
     assert [label for label, _ in cells] == ["ProjectionHead", "nt_xent"]
     assert "%matplotlib" not in cells[0][1]
+
+
+def test_answer_cells_take_what_they_use_from_the_students_other_cells():
+    """Helpers come first, from other code cells (not test cells), only the statements an answer cell needs, at their
+    own line numbers; the last definition of a name wins, but never over an answer cell's own definitions."""
+    helper = new_code_cell("SCALE = 2.0\nprint('not needed')\n\ndef positive_targets(n):\n    return torch.arange(n) * SCALE\n"
+                           "unused = 3\n")
+    answer = new_code_cell("def nt_xent(z_i, z_j, t=0.5):\n    return positive_targets(len(z_i)).sum() + OFFSET",
+                           metadata={"nbgrader": {"grade_id": "nt_xent"}})
+    test_cell = new_code_cell("OFFSET = 100", metadata={"nbgrader": {"grade": True, "grade_id": "test_nt_xent"}})
+    later = new_code_cell("def nt_xent(a, b, t=0.5):\n    return 0\nSCALE = 3.0\nOFFSET = 1\n")
+    cells = answer_cells(new_notebook(cells=[helper, answer, test_cell, later]))
+    assert [label for label, _ in cells] == ["cell 1 (`positive_targets`)", "cell 4 (`SCALE`)", "nt_xent"]
+    assert cells[0][1].splitlines() == ["", "", "", "def positive_targets(n):", "    return torch.arange(n) * SCALE"]
+    assert cells[1][1].splitlines() == ["", "", "SCALE = 3.0", "OFFSET = 1"]
+    assert cells[2][1] == answer.source
+
+
+def test_a_correct_loss_with_its_helper_in_the_cell_above_gets_full_marks():
+    """Through the real grading path: the answer cells of the saved notebook, every check in the sandbox."""
+    from autograder.variants import LOSS_WITH_HELPER, POSITIVE_TARGETS
+    nb = examples.with_cell_above(examples.filled_release({**examples.solutions(), "nt_xent": LOSS_WITH_HELPER}),
+                                  "nt_xent", POSITIVE_TARGETS)
+    cells = answer_cells(nbformat.reads(json.dumps(nb), as_version=4))
+    assert cells[0][0].endswith("(`positive_targets`)")
+    results = grade_cells(cells, TRAINING, TrainingRunSettings(device="cuda-that-is-not-here",
+                                                              without_device="follow_checks"))
+    assert all(result.passed for result in results.values()), {g: r.message for g, r in results.items() if not r.passed}
 
 
 def test_ops_return_plain_tensors_from_a_separate_process():

@@ -127,7 +127,7 @@ def test_files_that_become_one_student_id_are_all_refused(plain_batch):
 def test_the_other_students_of_the_batch_are_graded(plain_batch):
     _, rows = plain_batch
     assert rows["ann"].status == "graded", rows["ann"].error
-    assert rows["ann"].max_score == FULL and len(rows["ann"].cells) == 12
+    assert rows["ann"].max_score == FULL and len(rows["ann"].cells) == 13   # 12 test cells and the self-check (0)
 
 
 def test_a_symlinked_notebook_is_refused_and_never_copied(plain_batch):

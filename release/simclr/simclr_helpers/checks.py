@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import textwrap
 from typing import Any, Callable
 
 import numpy as np
@@ -223,11 +224,13 @@ def probe_encoder() -> nn.Module:
 
 
 def op_linear_probe(ns: Namespace, train: list, test: list, encoder_state: dict, freeze_bias: bool,
-                    num_classes: int, epochs: int, lr: float) -> dict:
-    """``linear_probe`` on a given encoder (left in train mode); returns the accuracy and the encoder's state after."""
+                    num_classes: int, epochs: int, lr: float, train_mode: bool = True) -> dict:
+    """``linear_probe`` on a given encoder (in train mode, or eval mode without ``train_mode``); returns the
+    accuracy, the encoder's state after and the train/eval mode of each of its modules after (``training``; as
+    this process reports it: the grader's checks of the mode catch honest mistakes, nothing else)."""
     encoder = probe_encoder()
     encoder.load_state_dict(encoder_state)
-    encoder.train()
+    encoder.train(train_mode)
     if freeze_bias:
         encoder[0].bias.requires_grad_(False)
     copy_of = lambda batches: [(x.clone(), y.clone()) for x, y in batches]
@@ -239,7 +242,7 @@ def op_linear_probe(ns: Namespace, train: list, test: list, encoder_state: dict,
         return {"accuracy": plain_float(accuracy, "linear_probe's result")}
 
     data, states = WATCH(call, {"state": encoder})
-    return {**data, "state": states["state"]}
+    return {**data, "state": states["state"], "training": [bool(m.training) for m in encoder.modules()]}
 
 
 def op_training_run(ns: Namespace, preset: dict, data_dir: str, device: str, seed: int) -> dict:
@@ -430,7 +433,8 @@ def check_nt_xent(loss_fn: Callable, seed: int = 0) -> None:
         expected = math.log(1 + (2 * n - 2) * math.exp(-1 / tau))
         got = loss_fn(e, e.clone(), tau).item()
         assert abs(got - expected) < 1e-5, (
-            f"orthonormal pairs, N={n}, tau={tau}: expected {expected:.6f}, got {got:.6f} ({_likely_cause(got, n, tau)})")
+            f"orthonormal pairs, N={n}, tau={tau}: expected {expected:.6f}, got {got:.6f}\n"
+            + textwrap.fill(_likely_cause(got, n, tau), 76, break_long_words=False, break_on_hyphens=False))
 
 
 def _likely_cause(got: float, n: int, tau: float) -> str:
@@ -475,6 +479,10 @@ def check_linear_probe(student, seed: int = 0) -> None:
     assert 0.9 <= accuracy <= 1.0, f"on linearly separable features the accuracy should be close to 1, got {accuracy:.3f}"
     for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
         assert torch.equal(result["state"][name], weights[name]), f"the encoder's {name} changed: do not train it"
+    assert all(result["training"]), (
+        "the encoder was in training mode before linear_probe and is in eval mode after:\n"
+        "put it back in the mode it was in (was_training = encoder.training, then\n"
+        "encoder.train(was_training) at the end; lab.extract_features does that)")
     changed, expected = relabelled(test, seed=seed + 100)
     got = student.run("linear_probe", train=train, test=changed, encoder_state=weights, **probe)["accuracy"]
     assert abs(got - expected) <= 0.1, (

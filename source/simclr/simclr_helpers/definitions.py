@@ -13,6 +13,8 @@ import __future__
 import ast
 import builtins
 import math
+import re
+import symtable
 import types
 from typing import Any
 
@@ -279,3 +281,166 @@ def define(source: str, namespace: Namespace, label: str = "cell") -> list[str]:
         module = ast.Module(body=[statement], type_ignores=[])
         exec(compile(module, f"<{label}>", "exec", flags=FUTURE_ANNOTATIONS, dont_inherit=True), namespace)
     return left_out
+
+
+# --- which cells the grader defines ---------------------------------------------------------------------
+
+# The label of a cell of helpers (see :func:`graded_cells`); the five answer cells are labelled by their names.
+HELPER_LABEL = "cell {number} (`{name}`)"
+HELPER_PREFIX = "cell "
+MAX_HELPER_CELLS = 32
+
+
+def without_magics(source: str) -> str:
+    """IPython line magics and shell escapes (``%...``, ``!...``) have no meaning outside a kernel."""
+    return re.sub(r"(?m)^[ \t]*[%!].*$", "", source)
+
+
+def _source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _nbgrader(cell: dict) -> dict:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(without_magics(source))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _binds(statement: ast.stmt) -> list[str]:
+    """The names a top-level definition binds (imports, ``def``, ``class``, assignments to names); [] otherwise."""
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        return [alias.asname or alias.name.split(".")[0] for alias in statement.names if alias.name != "*"]
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [statement.name]
+    if isinstance(statement, (ast.Assign, ast.AnnAssign)):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        names = []
+        for target in targets:
+            elements = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+            names += [e.id for e in elements if isinstance(e, ast.Name)]
+        return names
+    return []
+
+
+def _global_uses(source: str) -> set[str]:
+    """The global names a piece of code reads (in functions, class bodies and at the top level)."""
+    try:
+        table = symtable.symtable(source, "cell", "exec")
+    except (SyntaxError, ValueError):
+        return set()
+    used, tables = set(), [table]
+    while tables:
+        current = tables.pop()
+        used.update(s.get_name() for s in current.get_symbols() if s.is_referenced() and s.is_global())
+        tables += current.get_children()
+    return used
+
+
+def _defines(tree: ast.Module | None, name: str) -> bool:
+    return tree is not None and any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign))
+                                    and name in _binds(s) for s in tree.body)
+
+
+def _first_line(statement: ast.stmt) -> int:
+    decorators = getattr(statement, "decorator_list", [])
+    return min([statement.lineno] + [d.lineno for d in decorators])
+
+
+def answer_indices(cells: list[dict], components: tuple[str, ...]) -> dict[int, str]:
+    """Which code cell holds each component: its nbgrader grade_id, else the last cell (not a test cell) that
+    defines it at the top level."""
+    found: dict[int, str] = {}
+    code = [(i, c) for i, c in enumerate(cells) if c.get("cell_type") == "code"]
+    trees = {i: _parse(_source(c)) for i, c in code}
+    for component in components:
+        by_id = [i for i, c in code if _nbgrader(c).get("grade_id") == component]
+        defining = [i for i, c in code if not _nbgrader(c).get("grade") and _defines(trees[i], component)]
+        index = by_id[0] if by_id else (defining[-1] if defining else None)
+        if index is not None:
+            found[index] = component
+    return found
+
+
+def helper_cells(cells: list[dict], answers: dict[int, str], components: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The definitions of the student's other code cells that the answer cells need, as (label, source) cells.
+
+    A name an answer cell (or a helper it needs) reads and does not define itself is taken from the last top-level
+    definition of that name (import, ``def``, ``class``, assignment) in a code cell that is neither an answer cell
+    nor a test cell; the names section 0 imports, the builtins and the five graded names never are (those come
+    from the answer cells only). Each cell keeps only those statements, at their own line numbers."""
+    given = set(dir(builtins)) | {name for s in ast.parse(NOTEBOOK_IMPORTS).body for name in _binds(s)} | set(components)
+    bindings: dict[str, tuple[int, ast.stmt]] = {}
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code" or index in answers or _nbgrader(cell).get("grade"):
+            continue
+        tree = _parse(_source(cell))
+        for statement in tree.body if tree is not None else []:
+            for name in _binds(statement):
+                bindings[name] = (index, statement)
+    defined = {name for i in answers for s in (_parse(_source(cells[i])) or ast.Module(body=[])).body
+               for name in _binds(s)}
+    wanted = [name for i in answers for name in _global_uses(without_magics(_source(cells[i])))]
+    chosen: dict[int, dict[int, ast.stmt]] = {}
+    seen: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name in seen or name in given or name in defined or name not in bindings:
+            continue
+        seen.add(name)
+        index, statement = bindings[name]
+        chosen.setdefault(index, {})[id(statement)] = statement
+        wanted += _global_uses(ast.unparse(statement))
+    result = []
+    for number, index in enumerate(sorted(chosen)):
+        lines = without_magics(_source(cells[index])).splitlines()
+        keep = [""] * len(lines)
+        statements = sorted(chosen[index].values(), key=_first_line)
+        for statement in statements:
+            for line in range(_first_line(statement) - 1, statement.end_lineno):
+                keep[line] = lines[line]
+        label = HELPER_LABEL.format(number=index + 1, name=_binds(statements[0])[0][:60])
+        if number >= MAX_HELPER_CELLS:   # the grader's limit on cells: the rest join the last one
+            previous_label, previous = result.pop()
+            result.append((previous_label, previous + "\n" + "\n".join(keep)))
+        else:
+            result.append((label, "\n".join(keep)))
+    return result
+
+
+def graded_cells(cells: list[dict], components: tuple[str, ...]) -> list[tuple[str, str]]:
+    """What the grader defines of a notebook (``cells``: its cells as dicts), in order: the helpers the answer cells
+    need from the student's other code cells (:func:`helper_cells`), then the answer cells, in notebook order, so
+    that an answer cell's own definitions always win. Magics are removed; the grader runs only definitions."""
+    answers = answer_indices(cells, components)
+    return helper_cells(cells, answers, components) + [
+        (answers[i], without_magics(_source(cells[i]))) for i in sorted(answers)]
+
+
+def is_helper(label: str) -> bool:
+    """Whether a graded cell is one of helpers (always defined by its definitions only)."""
+    return label.startswith(HELPER_PREFIX)
+
+
+def name_error_hint(error: str, left_out: dict[str, list[str]], cell_errors: dict[str, str] | None = None) -> str:
+    """What to do about a NameError in ``error``, given the statements the grader left out (by cell) and the cells
+    that failed while being defined; "" if ``error`` is no NameError."""
+    match = re.search(r"name '(\w+)' is not defined", error)
+    if not match:
+        return ""
+    name = match.group(1)
+    lines = [line for lines in left_out.values() for line in lines if re.search(rf"\b{re.escape(name)}\b", line)]
+    failed = [f"{label} failed: {why}" for label, why in (cell_errors or {}).items() if is_helper(label)]
+    if lines:
+        hint = (f"`{name}` is set by a statement the grader does not run (it runs only imports, def, class and "
+                f"simple values): {'; '.join(lines)}. Make it a definition, or compute it inside the function")
+    else:
+        hint = (f"no code cell defines `{name}` at its top level with def, class, import or a simple value: "
+                "define it so (in any code cell), or inside the function that uses it")
+    return hint + ("; " + "; ".join(failed) if failed else "")
