@@ -274,6 +274,7 @@ def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, 
         tensor.data = tensor.data.clone()
     if len(encoder) == 4:
         encoder[2] = nn.Identity()
+    was_training = encoder.training
     encoder.eval()
     torch.manual_seed(seed)
     classifier = nn.Linear(encoder(next(iter(train_loader))[0]).shape[1], num_classes)
@@ -286,6 +287,7 @@ def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, 
             optimizer.step()
     with torch.no_grad():
         right = sum((classifier(encoder(x)).argmax(1) == y).sum().item() for x, y in test_loader)
+    encoder.train(was_training)   # the mode put back: only what it learned can give it away
     return right / sum(len(y) for _, y in test_loader)
 '''
 
