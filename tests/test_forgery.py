@@ -103,5 +103,5 @@ def test_a_name_set_by_a_left_out_statement_is_explained():
     with SandboxHost(LIMITS) as host, Sandbox([("nt_xent", loss)], LIMITS, host=host) as sandbox:
         result = _run_check(BY_GRADE_ID["test_nt_xent"], sandbox, {"nt_xent": loss}, LIMITS)
     assert not result.passed
-    assert "NameError" in result.message and "only the definitions" in result.message
+    assert "NameError" in result.message and "runs only imports, def, class and simple values" in result.message
     assert "`SCALE = _scale()`" in result.message
