@@ -61,7 +61,11 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
     "autograder.sanitize.SanitizeCells",
 ]
-c.TrustedChecks.check_timeout_s = 60       # per check; a hanging function loses that check only
+# Per check: a hanging function loses that check only. CPU seconds of the check's processes where the sandbox's
+# cgroup counts them (a busy machine does not shorten them), with a wall-clock backstop overload_factor times
+# longer: a check past it that was mostly waiting for a CPU makes the row "not graded ... grade again", never a 0.
+c.TrustedChecks.check_timeout_s = 60
+c.TrustedChecks.overload_factor = 5
 c.TrustedChecks.memory_mb = 4096           # data-segment limit of the student process
 c.TrustedChecks.boot_timeout_s = 300      # the student process's own start-up (importing torch): not the student's time
 # Student code runs in the grading sandbox (bubblewrap: new PID, network, user namespaces, no host files; each check

@@ -61,7 +61,7 @@ def train_and_probe(cells: list[tuple[str, str]], settings: TrainingRunSettings,
     with training_sandbox(cells, limits, settings) as sandbox:
         try:
             sandbox.ensure_started()
-            sandbox.deadline = time.monotonic() + settings.timeout_s
+            sandbox.start_check(settings.timeout_s, wall_clock=True)
             result = probe_run(sandbox, settings)
         except Exception as error:  # noqa: BLE001 - a run that fails is recorded; grading would fail it too
             message = str(error) if isinstance(error, StudentCodeError) else f"{type(error).__name__}: {error}"

@@ -5,7 +5,8 @@ not enforced for a grader that runs as root; a cgroup bounds the sandbox as a wh
 may: under its own cgroup in a cgroup v2 hierarchy whose ``memory`` and ``pids`` controllers are enabled for
 children, or in the v1 ``memory`` and ``pids`` hierarchies where it can write them (root in a container, for
 instance). Where the ``cpu`` controller is there too, the sandbox's processes together get at most a given number
-of CPUs (so a submission that forks busy loops slows itself, not the submissions graded beside it). Where it can
+of CPUs (so a submission that forks busy loops slows itself, not the submissions graded beside it); where the
+cgroup counts CPU time (v2, or v1 ``cpuacct``), a check's time limit is spent in it (``cpu_clock.py``). Where it can
 make none, grading goes on with the per-process limits and the time limits, and :func:`unavailable` says why.
 """
 from __future__ import annotations
@@ -46,11 +47,11 @@ def _v2_parent() -> Path | None:
 def _v1_parents() -> dict[str, Path] | None:
     own = _own_paths()
     parents = {}
-    for controller in ("memory", "pids", "cpu"):
+    for controller in ("memory", "pids", "cpu", "cpuacct"):
         path = next((p for names, p in own.items() if controller in names.split(",")), None)
         folder = ROOT / controller / (path or "/").lstrip("/")
         if path is None or not folder.is_dir() or not os.access(folder, os.W_OK):
-            if controller == "cpu":   # optional: without it the sandbox's CPUs are not bounded as a whole
+            if controller in ("cpu", "cpuacct"):   # optional: CPUs bounded as a whole; CPU time counted
                 continue
             return None
         parents[controller] = folder
@@ -78,6 +79,15 @@ def cpu_unavailable() -> str:
         return ""
     return ("no writable cgroup with the cpu controller: a submission that forks busy processes can slow the "
             "submissions graded beside it (never their grades' correctness, only their time)")
+
+
+def cpu_time_unavailable() -> str:
+    """Empty if a sandbox's cgroup counts its CPU time here (so time limits are CPU time); otherwise why not."""
+    kind, where = _layout()
+    if kind == "v2" or kind == "v1" and "cpuacct" in where:
+        return ""
+    return ("no writable cgroup that counts CPU time (v2, or the v1 cpuacct hierarchy): time limits are wall-clock "
+            "time, so a busy machine can make a slow check miss its limit; grade with fewer --workers")
 
 
 def unavailable() -> str:
@@ -123,6 +133,33 @@ class SandboxCgroup:
             group.remove()
             return None
         return group
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU time all of the cgroup's processes have used so far (those gone included), or None where no
+        controller counts it (v1 without ``cpuacct``)."""
+        for folder in self.folders:
+            try:
+                if (folder / "cpuacct.usage").exists():
+                    return int((folder / "cpuacct.usage").read_text()) / 1e9
+                if (folder / "cpu.stat").exists():
+                    for line in (folder / "cpu.stat").read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "usage_usec":
+                            return int(value) / 1e6
+            except (OSError, ValueError):
+                return None
+        return None
+
+    def thread_ids(self) -> list[int]:
+        """The threads now in the cgroup, as this machine's /proc names them."""
+        for name in ("cgroup.threads", "tasks"):
+            try:
+                return [int(tid) for tid in (self.folders[0] / name).read_text().split()]
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                return []
+        return []
 
     def join(self) -> None:
         """Move the calling process into this cgroup (run in the child before it execs the sandbox)."""

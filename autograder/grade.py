@@ -38,7 +38,7 @@ from typing import Iterator
 
 import nbformat
 
-from . import autograde_outcome, isolation
+from . import autograde_outcome, cgroups, isolation
 from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
@@ -321,6 +321,10 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         workers = workers or max(1, os.cpu_count() or 1)
         print(f"== checking {len(good)} submissions with {workers} workers ({len(rows) - len(good)} unreadable)",
               flush=True)
+        if limits.sandbox == "bwrap":
+            for problem in filter(None, (cgroups.unavailable(), cgroups.cpu_unavailable(),
+                                         cgroups.cpu_time_unavailable())):
+                print(f"   note: {problem}", flush=True)
         outcomes = local_pool(jobs, code, workers)
     for student, result, seconds in outcomes:
         rows[student].seconds = round(seconds, 1)

@@ -25,6 +25,7 @@ class CheckResult:
     passed: bool
     message: str
     seconds: float
+    cpu_seconds: float | None = None   # of the student's processes, where the sandbox's cgroup counts them
 
 
 def answer_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
@@ -49,7 +50,7 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     start = time.monotonic()
     if check.component not in cells:
         return CheckResult(check.grade_id, False, f"no cell defines {check.component}", 0.0)
-    sandbox.deadline = start + limits.check_timeout_s
+    sandbox.start_check(limits.check_timeout_s)
     try:
         check.run(sandbox)
         passed, message = True, "passed"
@@ -64,7 +65,8 @@ def _run_check(check: Check, sandbox: Sandbox, cells: dict[str, str], limits: Li
     elif not passed and "NameError" in message:
         hint = name_error_hint(message, sandbox.left_out, sandbox.cell_errors)
         message += f"; {hint}" if hint else ""
-    return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2))
+    cpu = round(sandbox.clock.cpu_used_s(), 3) if sandbox.clock.counts_cpu else None
+    return CheckResult(check.grade_id, passed, message[:2000], round(time.monotonic() - start, 2), cpu)
 
 
 def _on_gpu(settings: TrainingRunSettings) -> bool:
@@ -96,7 +98,7 @@ def _grade_training_run(cells: list[tuple[str, str]], limits: Limits, settings: 
         try:
             if sandbox is not None:
                 sandbox.ensure_started()
-                sandbox.deadline = time.monotonic() + settings.timeout_s
+                sandbox.start_check(settings.timeout_s, wall_clock=True)
             passed, message = True, training_run(sandbox, settings, components_pass)
         except (AssertionError, StudentCodeError) as error:
             passed, message = False, str(error)
@@ -112,27 +114,54 @@ def components_pass(results: dict[str, dict]) -> bool:
     return all(results[grade_id]["passed"] for grade_id in RUN_COMPONENT_CELLS)
 
 
-def _training_host(limits: Limits, settings: TrainingRunSettings, code: CodeSnapshot | None) -> SandboxHost:
-    runs = will_run(settings)
-    return SandboxHost(limits, code, _data_dirs() if runs else (), runs and _on_gpu(settings))
+class Hosts:
+    """The sandbox of one grading process, kept from one submission to the next, so that its zygote starts once
+    per batch instead of once per submission. Submissions share it as a submission's checks do: no student process
+    outlives its check, and each check has namespaces and scratch space of its own (``worker.py``), so nothing one
+    leaves reaches the next."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._host: SandboxHost | None = None
+
+    def get(self, limits: Limits, code: CodeSnapshot | None, data_dirs: tuple[str, ...], gpu: bool) -> SandboxHost:
+        """The host for these settings: the one already started if they are the same, else a new one."""
+        key = (limits, code.digest() if code is not None else None, data_dirs, gpu)
+        if key != self._key:
+            self.close()
+            self._host, self._key = SandboxHost(limits, code, data_dirs, gpu), key
+        return self._host
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+        self._host = self._key = None
+
+
+def _host_settings(limits: Limits, settings: TrainingRunSettings | None) -> tuple[tuple[str, ...], bool]:
+    """The data folders and device a submission's sandbox needs: those of its training run, if it runs."""
+    runs = settings is not None and will_run(settings)
+    return (_data_dirs() if runs else (), runs and _on_gpu(settings))
 
 
 def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
                 training: TrainingRunSettings | None = TrainingRunSettings(),
-                code: CodeSnapshot | None = None) -> dict[str, CheckResult]:
+                code: CodeSnapshot | None = None, hosts: Hosts | None = None) -> dict[str, CheckResult]:
     """Run every check on the given answer cells; a check graded ``alone`` gets the course's loss for ``nt_xent``.
 
     All of a submission's student processes are forks of one sandboxed zygote (``host.SandboxHost``), so the
     interpreter starts once per submission; each check gets its own process, in namespaces of its own. A cell that
     hangs or crashes while being defined is left out of every later check too. ``training=None`` leaves the
     training run out (``grade_training_run`` grades it apart, on a GPU worker). ``code``: the grader's files as
-    read at the start of the batch (default: this process's first read). Raises ``GraderError`` when the sandbox
-    cannot be started for a reason that is not the student's."""
+    read at the start of the batch (default: this process's first read). ``hosts``: the grading process's sandbox,
+    kept for the next submission (default: one made and closed for this one). Raises ``GraderError`` when the
+    sandbox cannot be started for a reason that is not the student's."""
     by_component = dict(cells)
     results: dict[str, CheckResult] = {}
-    host = _training_host(limits, training, code) if training is not None else SandboxHost(limits, code)
+    settings = _host_settings(limits, training)
+    host = hosts.get(limits, code, *settings) if hosts is not None else SandboxHost(limits, code, *settings)
     remaining, cell_errors = list(cells), {}
-    with host:
+    with contextlib.nullcontext(host) if hosts is not None else host:
         for check in sorted(CHECKS, key=lambda c: c.alone):
             with Sandbox(remaining, limits, course_loss=check.alone, host=host) as sandbox:
                 sandbox.cell_errors.update(cell_errors)
@@ -148,5 +177,5 @@ def grade_cells(cells: list[tuple[str, str]], limits: Limits = Limits(),
 def grade_training_run(cells: list[tuple[str, str]], limits: Limits, training: TrainingRunSettings,
                        results: dict[str, dict], code: CodeSnapshot | None = None) -> CheckResult:
     """The training run alone, in a sandbox of its own, given the checks' ``results`` (as dicts)."""
-    with _training_host(limits, training, code) as host:
+    with SandboxHost(limits, code, *_host_settings(limits, training)) as host:
         return _grade_training_run(cells, limits, training, components_pass(results), host)

@@ -57,6 +57,11 @@ class SandboxHost:
         self.close()
 
     @property
+    def cgroup(self) -> SandboxCgroup | None:
+        """The sandbox's cgroup once started, where one could be made."""
+        return self._cgroup
+
+    @property
     def sandboxed(self) -> bool:
         return self.limits.sandbox != "none"
 

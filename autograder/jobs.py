@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import isolation
-from .grading import digest, grade_cells, grade_training_run
+from .grading import Hosts, digest, grade_cells, grade_training_run
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
 from .registry import TRAINING_RUN_ID
 from .sandbox import GraderError, Limits
@@ -41,8 +41,12 @@ def _same_grader(code: CodeSnapshot) -> None:
                              "(pip install -e . in the same checkout) and grade again.")
 
 
+PROCESS_HOSTS = Hosts()   # this worker's sandbox, kept from one job to the next (closed by the local pool's worker)
+
+
 def grade_job(job: Job, code: CodeSnapshot, with_training_run: bool = True) -> Outcome:
-    """Every check of ``job`` (and its training run unless ``with_training_run`` is False)."""
+    """Every check of ``job`` (and its training run unless ``with_training_run`` is False), in this worker's
+    sandbox (``PROCESS_HOSTS``)."""
     start = time.monotonic()
     torch.set_num_threads(1)   # the grader's own arithmetic is small; submissions are what runs in parallel
     try:
@@ -50,7 +54,7 @@ def grade_job(job: Job, code: CodeSnapshot, with_training_run: bool = True) -> O
         if with_training_run and data_problem(job.training):
             raise GraderError(f"on this machine {data_problem(job.training)}")
         cells = [tuple(cell) for cell in job.cells]
-        results = grade_cells(cells, job.limits, job.training if with_training_run else None, code)
+        results = grade_cells(cells, job.limits, job.training if with_training_run else None, code, PROCESS_HOSTS)
         verify_unchanged(code)
         outcome = {"digest": digest(cells), "results": {k: asdict(v) for k, v in results.items()}}
     except (GraderError, GraderTampered, isolation.SandboxUnavailable) as error:

@@ -34,9 +34,13 @@ HIDDEN_NOTE = "# (hidden tests: run by the grader; their result is below)"
 class TrustedChecks(NbGraderPreprocessor):
     """Grade every test cell with the registered checks, run on the answer cells in a separate process."""
 
-    check_timeout_s = Float(Limits.check_timeout_s, help="Wall-clock limit of one check, in seconds").tag(config=True)
-    startup_timeout_s = Float(Limits.startup_timeout_s, help="Limit for defining the answer cells, in seconds").tag(
-        config=True)
+    check_timeout_s = Float(Limits.check_timeout_s, help="Time limit of one check, in seconds: CPU time of all its "
+                            "processes where the sandbox's cgroup counts it, else wall-clock time").tag(config=True)
+    startup_timeout_s = Float(Limits.startup_timeout_s, help="Limit for defining the answer cells, in seconds (CPU "
+                              "time, as check_timeout_s)").tag(config=True)
+    overload_factor = Float(Limits.overload_factor, help="The wall-clock backstop of a CPU-time limit, in multiples "
+                            "of it: a check past it that was mostly waiting for a CPU is not graded (grade again), "
+                            "never failed").tag(config=True)
     boot_timeout_s = Float(Limits.boot_timeout_s, help="Limit for the student process's own start-up (importing "
                            "torch, before any student code), in seconds; not part of the student's time").tag(config=True)
     memory_mb = Int(Limits.memory_mb, help="Memory (data segment) limit of the student process, in MiB; 0: none").tag(
@@ -56,7 +60,7 @@ class TrustedChecks(NbGraderPreprocessor):
         config=True)
     output_mb = Int(Limits.output_mb, help="Largest file a sandbox may write, in MiB").tag(config=True)
     budget_s = Float(None, allow_none=True, help="Wall-clock budget of one submission, everything included (default: "
-                     "the sum of its limits)").tag(config=True)
+                     "the sum of its limits' backstops)").tag(config=True)
     results_directory = Unicode(
         "", help="Folder of <student>.json results computed ahead by `python -m autograder grade`").tag(config=True)
 

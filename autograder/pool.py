@@ -14,31 +14,37 @@ from multiprocessing.connection import Connection, wait
 from typing import Iterator
 
 from .cgroups import remove_leftovers
+from .cpu_clock import BACKSTOP_SLACK_S
 from .integrity import CodeSnapshot
-from .jobs import Job, Outcome, grade_job
+from .jobs import PROCESS_HOSTS, Job, Outcome, grade_job
 from .registry import CHECKS
 from .training_run import will_run
 
 MARGIN_S = 120.0
+FINISH_S = 10.0   # how long a worker told to stop may take to close its sandbox
 
 
 def budget_s(job: Job) -> float:
-    """The wall-clock budget of one submission: ``job.limits.budget_s`` if set, else the sum of its limits."""
+    """The wall-clock budget of one submission: ``job.limits.budget_s`` if set, else the sum of its limits' wall-clock
+    backstops (``cpu_clock.py``)."""
     limits = job.limits
     if limits.budget_s is not None:
         return limits.budget_s
-    per_process = limits.check_timeout_s + limits.startup_timeout_s
+    per_process = (limits.check_timeout_s + limits.startup_timeout_s) * limits.overload_factor + 2 * BACKSTOP_SLACK_S
     training = job.training.timeout_s + limits.startup_timeout_s if will_run(job.training) else 0.0
     return 2 * limits.boot_timeout_s + len(CHECKS) * per_process + training + MARGIN_S
 
 
 def _serve(connection: Connection, code: CodeSnapshot) -> None:
-    """A worker process: grade each job it is sent, send back the outcome."""
-    while True:
-        job = connection.recv()
-        if job is None:
-            return
-        connection.send(grade_job(job, code))
+    """A worker process: grade each job it is sent, send back the outcome; close its sandbox at the end."""
+    try:
+        while True:
+            job = connection.recv()
+            if job is None:
+                return
+            connection.send(grade_job(job, code))
+    finally:
+        PROCESS_HOSTS.close()
 
 
 class _Worker:
@@ -53,7 +59,10 @@ class _Worker:
         self.job = (index, job, time.monotonic())
         self.connection.send(job)
 
-    def stop(self) -> None:
+    def stop(self, finished: bool = False) -> None:
+        """Stop the worker: ``finished``, told to (it closes its sandbox), else killed at once."""
+        if finished:
+            self.process.join(timeout=FINISH_S)
         self.process.kill()
         self.process.join()
         self.connection.close()
@@ -99,9 +108,10 @@ def local_pool(jobs: list[Job], code: CodeSnapshot, workers: int) -> Iterator[Ou
                 next_out += 1
     finally:
         for worker in pool:
-            if worker.job is None and worker.process.is_alive():
+            finished = worker.job is None and worker.process.is_alive()
+            if finished:
                 try:
                     worker.connection.send(None)
                 except OSError:
-                    pass
-            worker.stop()
+                    finished = False
+            worker.stop(finished)

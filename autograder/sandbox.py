@@ -16,6 +16,7 @@ from simclr_helpers import wire
 from simclr_helpers.checks import WATCHED, StudentCodeError
 
 from . import replies
+from .cpu_clock import CheckClock, CpuLimitReached, Stopwatch
 from .host import GraderError, SandboxHost
 from .integrity import CodeSnapshot
 from .shared_state import SharedState
@@ -30,9 +31,11 @@ FRESH_PROCESS_OPS = frozenset(WATCHED)
 class Limits:
     """How student processes run.
 
-    ``sandbox``: "bwrap", or "none" for trusted code only. Times: the wall-clock limit of one check and of defining
-    the answer cells, and the interpreter's own start-up (``boot_timeout_s``, never the student's time). A student
-    process: its memory (data segment, MiB) and CPU-time limits, its threads. A sandbox (all of one submission's
+    ``sandbox``: "bwrap", or "none" for trusted code only. Times: the limit of one check and of defining the answer
+    cells, in CPU time of all their processes where the sandbox's cgroup counts it (``cpu_clock.py``: load does not
+    shorten it; the wall-clock backstop is ``overload_factor`` times longer), else in wall time; and the interpreter's
+    own start-up (``boot_timeout_s``, never the student's time). A student process: its memory (data segment, MiB)
+    and CPU-time limits (``cpu_s``, per process), its threads. A sandbox (all of one submission's
     processes, where a cgroup can be made): ``memory_mb`` + ``zygote_mb`` of memory, ``max_processes`` tasks and
     ``threads`` CPUs (where the cgroup has the cpu controller);
     ``scratch_mb`` each for its ``/tmp`` and ``/dev/shm``; ``output_mb`` the largest file it may write.
@@ -53,6 +56,7 @@ class Limits:
     scratch_mb: int = 256
     output_mb: int = 64
     budget_s: float | None = None
+    overload_factor: float = 5.0
 
     def for_student(self) -> dict:
         """What the zygote needs to set up a student process."""
@@ -65,10 +69,9 @@ class Sandbox:
 
     ``cells`` are (label, source) pairs defined in order. With ``course_loss``, ``nt_xent`` is then replaced by the
     course's, computed by the grader (the checks of ``train_epoch``, graded alone). A cell that hangs or kills the
-    process while being defined is left out and the rest are defined again (``cells`` keeps what is left). Set
-    ``deadline`` (a ``time.monotonic()`` value) before each check: every op waits at most until then, and after it
-    every op fails at once, so a hanging function costs one check and one time limit. Without a deadline, every op
-    gets ``check_timeout_s`` of its own. Every call of ``train_epoch`` and ``linear_probe`` gets a fresh process
+    process while being defined is left out and the rest are defined again (``cells`` keeps what is left). Call
+    ``start_check`` before each check: its ops share one time limit, and once it is used every op fails at once, so
+    a hanging function costs one check and one time limit. Without it, every op gets ``check_timeout_s`` of its own. Every call of ``train_epoch`` and ``linear_probe`` gets a fresh process
     (``FRESH_PROCESS_OPS``), so no call can see what an earlier one was given. Pass the submission's ``host`` to share its sandbox
     (and its start-up); without one the Sandbox makes its own from ``code``, ``data_dirs`` and ``gpu``.
     """
@@ -79,7 +82,8 @@ class Sandbox:
         self.cells, self.limits, self.course_loss = list(cells), limits, course_loss
         self.cell_errors: dict[str, str] = {}
         self.left_out: dict[str, list[str]] = {}
-        self.deadline: float | None = None
+        self.clock: CheckClock | None = None
+        self._time_limit: str | None = None   # why the current check's time ran out
         self._own_host = host is None
         self.host = host or SandboxHost(limits, code, data_dirs, gpu)
         self._pid: int | None = None
@@ -113,15 +117,13 @@ class Sandbox:
         while True:
             self._pid, self._socket = self.host.fork(self.limits.for_student())
             self._served = 0
-            deadline = time.monotonic() + self.limits.startup_timeout_s
+            clock = self._clock(self.limits.startup_timeout_s)
             running = None
             try:
                 self._send({"cells": self.cells, "definitions_only": self.limits.definitions_only,
-                            "course_loss": self.course_loss}, deadline=deadline, doing="defining your functions",
-                           limit_s=self.limits.startup_timeout_s)
+                            "course_loss": self.course_loss}, clock=clock, doing="defining your functions")
                 while True:
-                    message = self._receive(deadline, "defining your functions", self.limits.startup_timeout_s,
-                                            replies.MAX_REPLY_BYTES)
+                    message = self._receive(clock, "defining your functions", replies.MAX_REPLY_BYTES)
                     if "running" in message:
                         self._check(replies.PROGRESS, message)
                         running = message["running"]
@@ -138,6 +140,14 @@ class Sandbox:
                 self.cell_errors[running] = str(error)
                 self.cells = [(label, source) for label, source in self.cells if label != running]
 
+    def start_check(self, limit_s: float, wall_clock: bool = False) -> None:
+        """Start one check's time limit: CPU time where the sandbox counts it (call ``ensure_started`` first), wall
+        time with ``wall_clock`` (the training run, whose time is the device's)."""
+        self.clock, self._time_limit = self._clock(limit_s, wall_clock), None
+
+    def _clock(self, limit_s: float, wall_clock: bool = False) -> CheckClock:
+        return CheckClock(limit_s, None if wall_clock else self.host.cgroup, self.limits.overload_factor)
+
     def ensure_started(self) -> None:
         """Start the student process now (if it is not running), so that its start-up does not count against a
         check; raises GraderError if the sandbox itself cannot start."""
@@ -146,16 +156,39 @@ class Sandbox:
 
     # --- messages --------------------------------------------------------------------------------------
 
-    def _send(self, message: dict, fds: tuple[int, ...] = (), *, deadline: float, doing: str, limit_s: float) -> None:
-        """Send to the student process, which must take it by ``deadline`` (it may have stopped reading)."""
+    def _send(self, message: dict, fds: tuple[int, ...] = (), *, clock: CheckClock, doing: str) -> None:
+        """Send to the student process, which must take it within ``clock``'s time (it may have stopped reading)."""
         try:
-            wire.send(self._socket, message, fds, deadline)
-        except wire.MessageTimeout:
-            self._kill()
-            raise StudentCodeError(f"time limit: {doing} did not finish within {limit_s:.0f} s (the process running "
-                                   "your code stopped reading what the grader sent it)") from None
+            self._wait(clock, doing, lambda deadline: wire.send(self._socket, message, fds, deadline))
         except OSError:
             pass  # the student process is gone; the next receive says how
+
+    def _wait(self, clock: CheckClock, doing: str, wait):
+        """``wait(deadline)``, a send or a receive, on ``clock``'s time: a StudentCodeError at its limit, a
+        GraderError if the machine was too busy to give the student its CPU time."""
+        try:
+            with Stopwatch(clock):
+                return wait(wire.Deadline(time.monotonic() + clock.remaining_wait_s(), clock.watch))
+        except CpuLimitReached:
+            self._kill()
+            self._time_limit = (f"time limit: {doing} used its {clock.limit_s:.0f} s of CPU time; is there an endless "
+                                "loop?")
+        except wire.MessageTimeout:
+            self._kill()
+            if not clock.counts_cpu:
+                self._time_limit = (f"time limit: {doing} did not finish within {clock.limit_s:.0f} s; is there an "
+                                    "endless loop, or did your code stop reading what the grader sent it?")
+            elif clock.overloaded():
+                raise GraderError(f"the machine was overloaded: in {clock.waited_s:.0f} s of {doing}, the student's "
+                                  f"process waited {clock.waiting_for_cpu_s():.0f} s for a CPU and used "
+                                  f"{clock.cpu_used_s():.1f} s of its {clock.limit_s:.0f} s of CPU time; grade again "
+                                  "(fewer --workers)") from None
+            else:
+                self._time_limit = (f"time limit: {doing} waited {clock.waited_s:.0f} s and used only "
+                                    f"{clock.cpu_used_s():.1f} s of CPU time: your code waits for something that "
+                                    "never comes (sleep, input(), a lock, or it stopped reading what the grader sent "
+                                    "it)")
+        raise StudentCodeError(self._time_limit)
 
     def _check(self, validator, message: Any) -> None:
         try:
@@ -164,13 +197,10 @@ class Sandbox:
             self._kill()
             raise StudentCodeError(f"the student process sent a message of the wrong form: {error}") from None
 
-    def _receive(self, deadline: float, doing: str, limit_s: float, max_bytes: int) -> Any:
+    def _receive(self, clock: CheckClock, doing: str, max_bytes: int) -> Any:
         try:
-            message = wire.receive(self._socket, max_bytes + wire.MAX_HEADER, deadline, max_bytes)
-        except wire.MessageTimeout:
-            self._kill()
-            raise StudentCodeError(f"time limit: {doing} did not finish within {limit_s:.0f} s; "
-                                   "is there an endless loop?") from None
+            message = self._wait(clock, doing, lambda deadline: wire.receive(
+                self._socket, max_bytes + wire.MAX_HEADER, deadline, max_bytes))
         except (wire.ChannelClosed, OSError):
             code = self._kill(exited=True)
             reason = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
@@ -179,6 +209,8 @@ class Sandbox:
         except wire.NotPlainData as error:
             self._kill()
             raise StudentCodeError(f"the student process sent something that is not plain data ({error})") from None
+        except (StudentCodeError, GraderError):
+            raise
         except Exception as error:  # noqa: BLE001 - whatever else its bytes make the reader raise is the student's
             self._kill()
             raise StudentCodeError("the student process sent something the grader cannot read "
@@ -188,7 +220,7 @@ class Sandbox:
             raise StudentCodeError("the student process sent something that is not a message")
         return message
 
-    def _answer_course_loss(self, message: dict, deadline: float) -> None:
+    def _answer_course_loss(self, message: dict, clock: CheckClock) -> None:
         """The course's NT-Xent and its gradients for a request of the student process (``course_loss`` only)."""
         from reference.loss import nt_xent
         try:
@@ -199,30 +231,29 @@ class Sandbox:
         except Exception as error:  # noqa: BLE001 - a request of any other form is the student process's
             self._kill()
             raise StudentCodeError(f"the student process sent a message of the wrong form: {error}") from None
-        self._send({"loss": loss.detach(), "grad_i": a.grad, "grad_j": b.grad}, deadline=deadline,
-                   doing="running train_epoch", limit_s=self.limits.check_timeout_s)
+        self._send({"loss": loss.detach(), "grad_i": a.grad, "grad_j": b.grad}, clock=clock,
+                   doing="running train_epoch")
 
     def run(self, op: str, **kwargs) -> Any:
         """Run one op (see ``simclr_helpers.checks.OPS``) on the student's code; plain data back, of the op's form."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise StudentCodeError("time limit: this check already used its time")
+        if self.clock is not None and self.clock.spent():
+            raise StudentCodeError(f"this check already used its time ({self._time_limit or 'time limit'})")
         if op in FRESH_PROCESS_OPS and self._served:
             self._kill()
         self.ensure_started()
         self._served += 1
-        deadline = self.deadline if self.deadline is not None else time.monotonic() + self.limits.check_timeout_s
+        clock = self.clock if self.clock is not None else self._clock(self.limits.check_timeout_s)
         shared = SharedState({key: kwargs[name] for key, name in WATCHED.get(op, {}).items()}) \
             if op in WATCHED else None
         try:
             request = {"op": op, "kwargs": kwargs}
             if shared is not None:
                 request.update(shared=shared.layout, shared_bytes=shared.size)
-            self._send(request, (shared.fd,) if shared is not None else (), deadline=deadline, doing=f"running {op}",
-                       limit_s=self.limits.check_timeout_s)
+            self._send(request, (shared.fd,) if shared is not None else (), clock=clock, doing=f"running {op}")
             while True:
-                reply = self._receive(deadline, f"running {op}", self.limits.check_timeout_s, replies.max_bytes(op))
+                reply = self._receive(clock, f"running {op}", replies.max_bytes(op))
                 if self.course_loss and "course_loss" in reply:
-                    self._answer_course_loss(reply, deadline)
+                    self._answer_course_loss(reply, clock)
                     continue
                 self._check(replies.REPLY, reply)
                 break

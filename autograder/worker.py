@@ -4,7 +4,8 @@
 importable). It imports torch and the notebook's imports once, says ``{"booted": True}``, then serves its control
 socket; no student code ever runs in it:
 
-- ``{"fork": limits}``: a fresh student process for one check. A forked child enters new user, mount, PID, IPC and
+- ``{"fork": limits}``: a fresh student process for one check (forked ahead: the zygote keeps the next one ready,
+  with the limits of the last request, and hands it over if they are the same). A forked child enters new user, mount, PID, IPC and
   network namespaces (``limits["namespaces"]``), mounts a fresh size-limited ``/tmp/home`` and ``/dev/shm``, joins a
   new session keyring, and forks the namespace's first process, which forks the student process and reaps whatever
   else runs there. So nothing of an earlier check (a process, a file, a socket, shared memory) exists in a later
@@ -340,6 +341,52 @@ def _kill(children: dict, pid: int, exited: bool) -> int | None:
     return None
 
 
+class _Spares:
+    """The zygote's next student process, forked ahead while the grader runs the current check (so a check does
+    not wait for a fork and its namespaces). At most one exists, so no child ever inherits another's socket."""
+
+    def __init__(self, control: socket.socket, preamble: dict, ops: dict, children: dict):
+        self.control, self.preamble, self.ops, self.children = control, preamble, ops, children
+        self.ready: tuple[int, socket.socket, dict] | None = None
+
+    def _fork(self, limits: dict) -> tuple[int, socket.socket, dict]:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            self.control.close()
+            theirs.close()
+            check_process(ours, self.preamble, self.ops, limits)
+        ours.close()
+        self.children[pid] = True
+        return pid, theirs, limits
+
+    def _discard(self) -> None:
+        pid, theirs, _ = self.ready
+        theirs.close()
+        _kill(self.children, pid, False)
+        self.ready = None
+
+    def take(self, limits: dict) -> tuple[int, socket.socket]:
+        """A student process with these limits: the spare if it has them and is alive, else a new one."""
+        if self.ready is not None:
+            pid, _, spare_limits = self.ready
+            alive = os.waitpid(pid, os.WNOHANG)[0] == 0
+            if not alive:
+                self.children.pop(pid, None)
+                self.ready[1].close()
+                self.ready = None
+            elif spare_limits != limits:
+                self._discard()
+        taken = self.ready or self._fork(limits)
+        self.ready = None
+        return taken[0], taken[1]
+
+    def prepare(self, limits: dict) -> None:
+        """Fork the next one now (call once the last one's socket is handed over and closed here)."""
+        if self.ready is None:
+            self.ready = self._fork(limits)
+
+
 def main() -> None:
     _prctl(PR_SET_DUMPABLE, 0)   # inherited by every fork: no process of the sandbox's user may ptrace it
     control = socket.socket(fileno=int(sys.argv[1]))
@@ -350,20 +397,15 @@ def main() -> None:
     exec(NOTEBOOK_IMPORTS, preamble)
     ops = dict(checks.OPS)   # the table student processes serve, taken before any student code exists
     children: dict[int, bool] = {}
+    spares = _Spares(control, preamble, ops, children)
     wire.send(control, {"booted": True})
     while True:
         request = wire.receive(control, MAX_REQUEST)
         if "fork" in request:
-            ours, theirs = socket.socketpair()
-            pid = os.fork()
-            if pid == 0:
-                control.close()
-                theirs.close()
-                check_process(ours, preamble, ops, request["fork"])
-            ours.close()
-            children[pid] = True
+            pid, theirs = spares.take(request["fork"])
             wire.send(control, {"pid": pid}, fds=[theirs.fileno()])
             theirs.close()
+            spares.prepare(request["fork"])
         elif "kill" in request:
             wire.send(control, {"status": _kill(children, int(request["kill"]), bool(request.get("exited")))})
 

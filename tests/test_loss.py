@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autograder import loss_checks
@@ -26,8 +26,24 @@ def pairs(draw, max_n: int = 64):
     return z_i, z_j, tau
 
 
+@settings(max_examples=25)   # the loop is slow; 25 batches of every size and scale still cover it
 @given(pairs())
-def test_matches_slow_formula(batch):
+def test_the_graders_oracle_is_the_formula_one_anchor_at_a_time(batch):
+    """The vectorised float64 oracle the checks use equals the loop that reads like the formula."""
+    fast, slow = loss_checks.nt_xent_formula(*batch), loss_checks.nt_xent_loop(*batch)
+    assert math.isclose(fast, slow, rel_tol=1e-9, abs_tol=1e-9), (fast, slow)
+
+
+def test_the_graders_oracle_keeps_its_precision_when_the_anchor_itself_dominates():
+    """The other view opposite its anchor at a small tau: the denominator, exp(-1/tau), is lost next to the
+    anchor's own exp(1/tau), so an oracle that summed all 2N terms and subtracted the anchor's would divide by 0."""
+    z_i, z_j = torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 1e-3]])
+    fast, slow = loss_checks.nt_xent_formula(z_i, z_j, 0.05), loss_checks.nt_xent_loop(z_i, z_j, 0.05)
+    assert math.isfinite(fast) and math.isclose(fast, slow, rel_tol=1e-9, abs_tol=1e-12), (fast, slow)
+
+
+@given(pairs())
+def test_matches_the_formula(batch):
     loss_checks.check_matches_formula(nt_xent, *batch, tol=1e-5)
 
 

@@ -1,4 +1,5 @@
 """The student process: answer cells taken from a notebook, limits, crashes, and the data-only boundary."""
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from autograder import cgroups, examples, isolation
-from autograder.grading import answer_cells, grade_cells
+from autograder.grading import Hosts, answer_cells, grade_cells
 from autograder.sandbox import GraderError, Limits, Sandbox, SandboxHost
 from autograder.training_run import TrainingRunSettings
 from simclr_helpers.checks import StudentCodeError
@@ -87,7 +88,7 @@ def test_a_result_that_is_not_plain_data_is_refused_in_the_student_process():
 def test_a_crafted_reply_is_refused_before_the_grader_computes_anything(name):
     # Written straight onto the socket, past everything of the student process's own: only the grader's reading of
     # the bytes stands between them and the verdict (and its memory and time).
-    limits = dataclasses.replace(FAST, check_timeout_s=3)
+    limits = dataclasses.replace(FAST, check_timeout_s=3, overload_factor=2)
     with Sandbox([("nt_xent", attacks.crafted_reply(attacks.CRAFTED_REPLIES[name]))], limits) as sandbox:
         with pytest.raises(StudentCodeError, match="not plain data|time limit") as raised:
             _nt_xent(sandbox)
@@ -101,7 +102,7 @@ def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
     with Sandbox([("nt_xent", "def nt_xent(*a):\n    while True: pass\n")], FAST) as sandbox:
         sandbox.ensure_started()
         start = time.monotonic()
-        sandbox.deadline = start + 2
+        sandbox.start_check(2)
         with pytest.raises(StudentCodeError, match="time limit"):
             _nt_xent(sandbox)
         assert 1.5 < time.monotonic() - start < 10
@@ -468,7 +469,7 @@ def _finishes(call, seconds: float) -> tuple[bool, list]:
 
 
 def test_a_student_process_that_stops_reading_costs_one_time_limit():
-    limits = dataclasses.replace(FAST, check_timeout_s=3)
+    limits = dataclasses.replace(FAST, check_timeout_s=3, overload_factor=2)
     with Sandbox([("nt_xent", STOP_READING)], limits) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         big = torch.ones(2048, 512)   # 8 MiB of request that nobody reads
@@ -480,7 +481,7 @@ def test_a_student_process_that_stops_reading_costs_one_time_limit():
 def test_a_train_epoch_that_never_reads_the_course_loss_costs_one_time_limit():
     from autograder.grading import _run_check
     from autograder.registry import BY_GRADE_ID
-    limits = dataclasses.replace(FAST, check_timeout_s=5)
+    limits = dataclasses.replace(FAST, check_timeout_s=5, overload_factor=2)
     cells = list({**examples.solutions(), "train_epoch": STOP_READING_THE_COURSE_LOSS}.items())
     check, results = BY_GRADE_ID["test_train_epoch"], []
     with Sandbox(cells, limits, course_loss=True) as sandbox:
@@ -622,3 +623,101 @@ def test_a_sandbox_uses_at_most_its_cpus_however_many_processes_it_starts():
     with Sandbox([("nt_xent", BUSY)], limits) as sandbox:
         used = _nt_xent(sandbox).item()
     assert used < 4 * 1.5, f"the sandbox's processes used {used:.1f} CPU-seconds in 4 s with one CPU allowed"
+
+
+# --- time limits in the student's CPU time: load never changes a grade ----------------------------------------
+
+needs_cpu_clock = pytest.mark.skipif(bool(cgroups.cpu_time_unavailable()), reason=cgroups.cpu_time_unavailable() or "")
+
+
+@contextlib.contextmanager
+def _busy_machine(processes: int):
+    """``processes`` busy loops at the grader's own priority, as other grading jobs would be (each in a session of
+    its own: with the kernel's autogroups, processes of one session share one CPU share)."""
+    import subprocess
+    import sys
+    hogs = [subprocess.Popen([sys.executable, "-S", "-c", "while True: pass"], start_new_session=True)
+            for _ in range(processes)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def _starve(sandbox: Sandbox) -> None:
+    """Give the sandbox's cgroup the least CPU weight there is, and its threads the idle policy: beside any busy
+    process they barely run (and wait, runnable, meanwhile)."""
+    for folder in sandbox.host.cgroup.folders:
+        for name, least in (("cpu.shares", "2"), ("cpu.weight", "1")):
+            if (folder / name).exists():
+                (folder / name).write_text(least)
+    for tid in sandbox.host.cgroup.thread_ids():
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+
+
+def test_a_check_that_waits_for_ever_costs_one_time_limit_and_fails():
+    # Asleep, not computing: the student's code, not the machine, so the check fails (and is not graded again).
+    limits = dataclasses.replace(ISOLATED, check_timeout_s=1, overload_factor=2)
+    with Sandbox([("nt_xent", "def nt_xent(*a):\n    __import__('time').sleep(3600)\n")], limits) as sandbox:
+        sandbox.ensure_started()
+        sandbox.start_check(limits.check_timeout_s)
+        with pytest.raises(StudentCodeError, match="time limit") as raised:
+            _nt_xent(sandbox)
+        if sandbox.clock.counts_cpu:
+            assert "waits for something that never comes" in str(raised.value)
+
+
+SPINS = '''
+import time
+
+def nt_xent(z_i, z_j, temperature=0.5):
+    end = time.process_time() + 1.5
+    while time.process_time() < end:
+        pass
+    return (z_i * z_j).sum() * 0 + 1.0
+'''
+
+
+@needs_cpu_clock
+@needs_cgroup
+def test_a_check_starved_of_cpu_by_other_work_is_not_graded_rather_than_failed():
+    # 1.5 CPU-seconds of work, a limit of 2: only a machine that hardly runs it makes it miss the backstop (9 s).
+    limits = dataclasses.replace(ISOLATED, check_timeout_s=2, overload_factor=2)
+    with Sandbox([("nt_xent", SPINS)], limits) as sandbox:
+        sandbox.ensure_started()
+        _starve(sandbox)
+        with _busy_machine(2 * (os.cpu_count() or 1)):
+            sandbox.start_check(limits.check_timeout_s)
+            with pytest.raises(GraderError, match="overloaded"):
+                _nt_xent(sandbox)
+
+
+# A correct submission's slowest check uses about 0.8 CPU-seconds of its student's processes on an idle machine (the
+# augmentation rates: 1,000 views), about 1.5 beside busy processes (which share the CPU's caches and cores), and
+# 4 s of wall-clock time beside twice as many busy processes as CPUs.
+BUSY_LIMIT_S = 3.0
+
+
+@needs_cpu_clock
+def test_a_busy_machine_changes_no_grade_and_still_stops_an_endless_loop():
+    """The reference and a submission whose nt_xent never returns (the rest correct), graded while twice as many
+    busy processes as CPUs run: the scores of an idle machine, on limits that wall-clock time misses here."""
+    from corpus import CORPUS, build
+    chosen = {s.name: s for s in CORPUS if s.name in ("reference", "tamper_endless_call")}
+    limits = dataclasses.replace(ISOLATED, check_timeout_s=BUSY_LIMIT_S, startup_timeout_s=BUSY_LIMIT_S)
+    none = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
+    hosts, threads = Hosts(), torch.get_num_threads()
+    torch.set_num_threads(1)   # as a grading worker does: the grader's own arithmetic is small
+    with _busy_machine(2 * (os.cpu_count() or 1)), contextlib.closing(hosts):
+        for name, submission in chosen.items():
+            cells = answer_cells(nbformat.reads(build(submission), as_version=4))
+            results = grade_cells(cells, limits, none, hosts=hosts)
+            failed = {grade_id for grade_id, result in results.items() if not result.passed}
+            assert failed == set(submission.fails), (name, {g: results[g].message for g in failed})
+    torch.set_num_threads(threads)
+    endless = "test_nt_xent_formula_hidden"
+    assert "time limit" in results[endless].message and "CPU time" in results[endless].message, results[endless]

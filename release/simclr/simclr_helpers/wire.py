@@ -14,7 +14,7 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -168,10 +168,33 @@ def roundtrip(data: Any) -> Any:
 
 # --- whole messages over a stream socket: an 8-byte length, then the message ---------------------------------
 
-def send(sock: socket.socket, data: Any, fds: Iterable[int] = (), deadline: float | None = None) -> None:
+class Deadline:
+    """How long to wait for the other side: until ``at`` (a ``time.monotonic()`` value), calling ``watch`` every
+    ``every_s`` seconds while nothing arrives (it may raise to stop the wait early, e.g. at a CPU-time limit)."""
+
+    def __init__(self, at: float, watch: Callable[[], None] | None = None, every_s: float = 0.1):
+        self.at, self.watch, self.every_s = at, watch, every_s
+
+    def wait(self, poller: select.poll) -> bool:
+        """Whether ``poller`` became ready before the deadline."""
+        while True:
+            remaining = self.at - time.monotonic()
+            if remaining <= 0:
+                return False
+            if poller.poll(1000 * (min(remaining, self.every_s) if self.watch else remaining)):
+                return True
+            if self.watch:
+                self.watch()
+
+
+def _deadline(when: float | Deadline | None) -> Deadline | None:
+    return Deadline(when) if isinstance(when, (int, float)) else when
+
+
+def send(sock: socket.socket, data: Any, fds: Iterable[int] = (), deadline: float | Deadline | None = None) -> None:
     """Send ``data`` as one message, then the file descriptors ``fds`` (SCM_RIGHTS, with one byte);
     MessageTimeout if the other side has not taken it all by ``deadline`` (None waits for ever)."""
-    message = encode(data)
+    message, deadline = encode(data), _deadline(deadline)
     _write_all(sock, struct.pack("<Q", len(message)) + message, deadline)
     fds = list(fds)
     if fds:
@@ -179,17 +202,16 @@ def send(sock: socket.socket, data: Any, fds: Iterable[int] = (), deadline: floa
         socket.send_fds(sock, [b"F"], fds)
 
 
-def _wait_writable(sock: socket.socket, deadline: float | None, what: str) -> None:
+def _wait_writable(sock: socket.socket, deadline: Deadline | None, what: str) -> None:
     if deadline is None:
         return
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
-    remaining = deadline - time.monotonic()
-    if remaining <= 0 or not poller.poll(remaining * 1000):
+    if not deadline.wait(poller):
         raise MessageTimeout(f"{what} not taken by the deadline")
 
 
-def _write_all(sock: socket.socket, data: bytes, deadline: float | None) -> None:
+def _write_all(sock: socket.socket, data: bytes, deadline: Deadline | None) -> None:
     if deadline is None:
         sock.sendall(data)
         return
@@ -208,27 +230,26 @@ def receive_fds(sock: socket.socket, count: int) -> list[int]:
     return fds
 
 
-def receive(sock: socket.socket, max_bytes: int, deadline: float | None = None,
+def receive(sock: socket.socket, max_bytes: int, deadline: float | Deadline | None = None,
             max_tensor_bytes: int | None = None) -> Any:
     """The next message: ChannelClosed at the end of the stream, MessageTimeout if it is not whole by
-    ``deadline`` (a ``time.monotonic()`` value; None waits for ever), NotPlainData if it is longer than
-    ``max_bytes`` or malformed."""
+    ``deadline`` (a ``time.monotonic()`` value or a ``Deadline``; None waits for ever), NotPlainData if it is
+    longer than ``max_bytes`` or malformed."""
+    deadline = _deadline(deadline)
     (size,) = struct.unpack("<Q", _read_exactly(sock, 8, deadline))
     if size > max_bytes:
         raise NotPlainData(f"a message of {size} bytes (the limit is {max_bytes})")
     return decode(_read_exactly(sock, size, deadline), max_tensor_bytes)
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float | None) -> bytes:
+def _read_exactly(sock: socket.socket, size: int, deadline: Deadline | None) -> bytes:
     buffer = bytearray(size)
     view, got = memoryview(buffer), 0
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     while got < size:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000):
-                raise MessageTimeout(f"{got} of {size} bytes by the deadline")
+        if deadline is not None and not deadline.wait(poller):
+            raise MessageTimeout(f"{got} of {size} bytes by the deadline")
         try:
             count = sock.recv_into(view[got:], size - got)
         except (ConnectionResetError, BrokenPipeError):
