@@ -12,8 +12,9 @@ from autograder.grade import grade
 from autograder.sandbox import Limits
 from corpus import CORPUS, ROOT, TOTAL, WHOLE_CELLS, write_corpus
 
-# Short limits keep the endless-loop and crash submissions cheap; correct code needs a fraction of them.
-LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
+# Short limits keep the endless-loop and crash submissions cheap: CPU seconds, of which correct code needs at most
+# about 1 (1.5 beside busy processes), so a busy machine changes no score.
+LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())
 
 
 def _course(tmp_path_factory, corpus) -> Path:

@@ -20,7 +20,7 @@ from autograder.grade import ASSIGNMENT, NOTEBOOK, grade, main, print_table
 from autograder.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
-LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
+LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())
 STUDENT = "writer"   # the release with the written answers only: its checks fail at once (a short test)
 UNREAD = "unread"    # the same, but nobody hand-grades it
 

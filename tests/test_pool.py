@@ -14,7 +14,7 @@ from autograder.registry import COMPONENTS, CHECKS
 from autograder.sandbox import Limits
 from autograder.training_run import TrainingRunSettings
 
-LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
+LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())
 NO_RUN = TrainingRunSettings(device="cuda-that-is-not-here")
 
 

@@ -28,6 +28,27 @@ FAST = Limits(check_timeout_s=5, startup_timeout_s=20, memory_mb=1024)
 TRAINING = Limits(check_timeout_s=30, startup_timeout_s=30, memory_mb=4096)
 
 
+_SHARED: dict[Limits, SandboxHost] = {}
+
+
+def shared(limits: Limits) -> SandboxHost:
+    """The module's sandbox for these sandbox-wide limits, kept from test to test as a grading worker keeps one
+    from submission to submission: each test's checks must start clean of what earlier ones left (the tests that
+    attack the sandbox itself make their own)."""
+    key = dataclasses.replace(limits, check_timeout_s=0, startup_timeout_s=0, overload_factor=0)
+    if key not in _SHARED:
+        _SHARED[key] = SandboxHost(key)
+    return _SHARED[key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_shared_sandboxes():
+    yield
+    for host in _SHARED.values():
+        host.close()
+    _SHARED.clear()
+
+
 def _nt_xent(sandbox):
     return sandbox.run("nt_xent", z_i=torch.ones(2, 3), z_j=torch.ones(2, 3), temperature=0.5)["loss"]
 
@@ -71,7 +92,7 @@ def test_a_correct_loss_with_its_helper_in_the_cell_above_gets_full_marks():
 
 
 def test_ops_return_plain_tensors_from_a_separate_process():
-    with Sandbox([("nt_xent", LOSS)], FAST) as sandbox:
+    with Sandbox([("nt_xent", LOSS)], FAST, host=shared(FAST)) as sandbox:
         loss = _nt_xent(sandbox)
     assert type(loss) is torch.Tensor and loss.item() == 1.0
 
@@ -79,7 +100,7 @@ def test_ops_return_plain_tensors_from_a_separate_process():
 def test_a_result_that_is_not_plain_data_is_refused_in_the_student_process():
     # unittest.mock.ANY equals everything: it cannot even be sent.
     loss = "from unittest.mock import ANY\n\ndef nt_xent(z_i, z_j, temperature=0.5):\n    return ANY\n"
-    with Sandbox([("nt_xent", loss)], FAST) as sandbox:
+    with Sandbox([("nt_xent", loss)], FAST, host=shared(FAST)) as sandbox:
         with pytest.raises(StudentCodeError, match="must be a torch.Tensor"):
             _nt_xent(sandbox)
 
@@ -89,7 +110,7 @@ def test_a_crafted_reply_is_refused_before_the_grader_computes_anything(name):
     # Written straight onto the socket, past everything of the student process's own: only the grader's reading of
     # the bytes stands between them and the verdict (and its memory and time).
     limits = dataclasses.replace(FAST, check_timeout_s=3, overload_factor=2)
-    with Sandbox([("nt_xent", attacks.crafted_reply(attacks.CRAFTED_REPLIES[name]))], limits) as sandbox:
+    with Sandbox([("nt_xent", attacks.crafted_reply(attacks.CRAFTED_REPLIES[name]))], limits, host=shared(limits)) as sandbox:
         with pytest.raises(StudentCodeError, match="not plain data|time limit") as raised:
             _nt_xent(sandbox)
     if name == "a message that never ends":
@@ -99,7 +120,7 @@ def test_a_crafted_reply_is_refused_before_the_grader_computes_anything(name):
 
 
 def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
-    with Sandbox([("nt_xent", "def nt_xent(*a):\n    while True: pass\n")], FAST) as sandbox:
+    with Sandbox([("nt_xent", "def nt_xent(*a):\n    while True: pass\n")], FAST, host=shared(FAST)) as sandbox:
         sandbox.ensure_started()
         start = time.monotonic()
         sandbox.start_check(2)
@@ -113,7 +134,8 @@ def test_a_hanging_function_costs_one_time_limit_then_fails_at_once():
 def test_a_hanging_cell_is_left_out_and_the_others_still_run():
     # A loop at the top level is not run at all (only definitions are); a constant that takes minutes to compute is.
     cells = [("get_augmentations", "while True:\n    pass\nX = 10 ** 10 ** 8\n"), ("nt_xent", LOSS)]
-    with Sandbox(cells, dataclasses.replace(FAST, startup_timeout_s=3)) as sandbox:
+    limits = dataclasses.replace(FAST, startup_timeout_s=3)
+    with Sandbox(cells, limits, host=shared(limits)) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         assert "time limit" in sandbox.cell_errors["get_augmentations"]
 
@@ -125,7 +147,7 @@ def test_a_hanging_cell_is_left_out_and_the_others_still_run():
     ("return torch.ones(2**31)", "raised RuntimeError"),
 ])
 def test_exits_kills_and_memory_bombs_are_reported_and_the_process_restarts(body, reason):
-    with Sandbox([("nt_xent", f"def nt_xent(*a):\n    {body}\n")], FAST) as sandbox:
+    with Sandbox([("nt_xent", f"def nt_xent(*a):\n    {body}\n")], FAST, host=shared(FAST)) as sandbox:
         for _ in range(2):  # the second call runs in a fresh process and fails the same way
             with pytest.raises(StudentCodeError, match=reason):
                 _nt_xent(sandbox)
@@ -135,7 +157,7 @@ def test_the_course_packages_are_not_importable_in_the_student_process():
     probe = ("def nt_xent(*a):\n    import importlib.util\n"
              "    found = [m for m in ('reference', 'autograder') if importlib.util.find_spec(m)]\n"
              "    return torch.tensor(float(len(found)))\n")
-    with Sandbox([("nt_xent", probe)], FAST) as sandbox:
+    with Sandbox([("nt_xent", probe)], FAST, host=shared(FAST)) as sandbox:
         assert _nt_xent(sandbox).item() == 0.0
 
 
@@ -198,14 +220,15 @@ def test_a_daemon_that_double_forks_and_setsids_dies_with_the_student_process():
 
 
 def test_a_search_of_the_whole_disk_finds_no_part_of_the_course():
-    with Sandbox([("nt_xent", attacks.SEARCH_DISK)], dataclasses.replace(ISOLATED, check_timeout_s=60)) as sandbox:
+    limits = dataclasses.replace(ISOLATED, check_timeout_s=60)
+    with Sandbox([("nt_xent", attacks.SEARCH_DISK)], limits, host=shared(limits)) as sandbox:
         assert _nt_xent(sandbox).item() == 0.0
 
 
 def test_no_network_reaches_a_listener_of_the_grading_machine():
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        with Sandbox([("nt_xent", attacks.connect_to(port))], ISOLATED) as sandbox:
+        with Sandbox([("nt_xent", attacks.connect_to(port))], ISOLATED, host=shared(ISOLATED)) as sandbox:
             assert _nt_xent(sandbox).item() == 0.0
 
 
@@ -215,9 +238,9 @@ def test_writing_outside_the_private_scratch_folder_fails(tmp_path):
                "/sandbox/planted", "/sandbox/simclr_helpers/checks.py", "/planted"]
     scratch = [f"{isolation.SCRATCH}/scratch-only"]
     try:
-        with Sandbox([("nt_xent", attacks.write_to(targets))], ISOLATED) as sandbox:
+        with Sandbox([("nt_xent", attacks.write_to(targets))], ISOLATED, host=shared(ISOLATED)) as sandbox:
             assert _nt_xent(sandbox).item() == 0.0
-        with Sandbox([("nt_xent", attacks.write_to(scratch))], ISOLATED) as sandbox:
+        with Sandbox([("nt_xent", attacks.write_to(scratch))], ISOLATED, host=shared(ISOLATED)) as sandbox:
             assert _nt_xent(sandbox).item() == 1.0  # its own /tmp works, and is not this machine's
     finally:
         (ROOT / "autograder" / "planted.py").unlink(missing_ok=True)
@@ -428,7 +451,7 @@ def test_nothing_a_student_process_prints_reaches_the_graders_disk():
     flood = ("import sys\n\ndef nt_xent(z_i, z_j, temperature=0.5):\n    for _ in range(64):\n"
              "        sys.stdout.write('x' * 2**20)\n        sys.stderr.write('x' * 2**20)\n"
              "    return torch.tensor(1.0)\n")
-    with Sandbox([("nt_xent", flood)], ISOLATED) as sandbox:
+    with Sandbox([("nt_xent", flood)], ISOLATED, host=shared(ISOLATED)) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         assert sandbox.host.log_path.stat().st_size < 2**16
 
@@ -470,7 +493,7 @@ def _finishes(call, seconds: float) -> tuple[bool, list]:
 
 def test_a_student_process_that_stops_reading_costs_one_time_limit():
     limits = dataclasses.replace(FAST, check_timeout_s=3, overload_factor=2)
-    with Sandbox([("nt_xent", STOP_READING)], limits) as sandbox:
+    with Sandbox([("nt_xent", STOP_READING)], limits, host=shared(limits)) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         big = torch.ones(2048, 512)   # 8 MiB of request that nobody reads
         finished, raised = _finishes(lambda: sandbox.run("nt_xent", z_i=big, z_j=big, temperature=0.5), 30)
@@ -484,7 +507,7 @@ def test_a_train_epoch_that_never_reads_the_course_loss_costs_one_time_limit():
     limits = dataclasses.replace(FAST, check_timeout_s=5, overload_factor=2)
     cells = list({**examples.solutions(), "train_epoch": STOP_READING_THE_COURSE_LOSS}.items())
     check, results = BY_GRADE_ID["test_train_epoch"], []
-    with Sandbox(cells, limits, course_loss=True) as sandbox:
+    with Sandbox(cells, limits, course_loss=True, host=shared(limits)) as sandbox:
         finished, raised = _finishes(lambda: results.append(_run_check(check, sandbox, dict(cells), limits)), 60)
         assert finished, "the grader waited for ever to send the course's loss"
     assert not raised and not results[0].passed and "time limit" in results[0].message, (raised, results)
@@ -492,7 +515,7 @@ def test_a_train_epoch_that_never_reads_the_course_loss_costs_one_time_limit():
 
 def test_a_reply_the_reader_fails_on_in_any_way_fails_only_that_check(monkeypatch):
     from simclr_helpers import wire
-    with Sandbox([("nt_xent", LOSS)], FAST) as sandbox:
+    with Sandbox([("nt_xent", LOSS)], FAST, host=shared(FAST)) as sandbox:
         assert _nt_xent(sandbox).item() == 1.0
         receive = wire.receive
 
@@ -536,7 +559,7 @@ def test_a_course_loss_request_of_any_form_is_refused_as_a_reply_error():
 
 def test_an_error_message_that_is_not_unicode_reaches_the_grader_readable():
     cell = "def nt_xent(z_i, z_j, temperature=0.5):\n    raise ValueError('broken \\ud800 here')\n"
-    with Sandbox([("nt_xent", cell)], FAST) as sandbox:
+    with Sandbox([("nt_xent", cell)], FAST, host=shared(FAST)) as sandbox:
         with pytest.raises(StudentCodeError, match="ValueError: broken . here"):
             _nt_xent(sandbox)
 
@@ -662,7 +685,7 @@ def _starve(sandbox: Sandbox) -> None:
 def test_a_check_that_waits_for_ever_costs_one_time_limit_and_fails():
     # Asleep, not computing: the student's code, not the machine, so the check fails (and is not graded again).
     limits = dataclasses.replace(ISOLATED, check_timeout_s=1, overload_factor=2)
-    with Sandbox([("nt_xent", "def nt_xent(*a):\n    __import__('time').sleep(3600)\n")], limits) as sandbox:
+    with Sandbox([("nt_xent", "def nt_xent(*a):\n    __import__('time').sleep(3600)\n")], limits, host=shared(limits)) as sandbox:
         sandbox.ensure_started()
         sandbox.start_check(limits.check_timeout_s)
         with pytest.raises(StudentCodeError, match="time limit") as raised:

@@ -28,10 +28,10 @@ from autograder.sandbox import Limits
 from corpus import CORPUS, ROOT, Submission, write_corpus
 from servers import dask_cluster, free_port, postgres_server
 
-LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
+LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())
 BATCH = ("reference", "loss_no_l2", "corrupt_json")
 KILLED = "reference"   # the worker grading this submission is killed mid-task
-HANGS = "probe_never_returns"   # graded on the cluster only (the corpus's hanging ones cost 50-60 s, this 30 s)
+HANGS = "probe_never_returns"   # graded on the cluster only (two checks reach their limit)
 ENDLESS_PROBE = "def linear_probe(encoder, train_loader, test_loader, num_classes=10, epochs=30, lr=1e-3, " \
                 "device='cpu', seed=0):\n" \
                 "    while True:\n        pass\n"

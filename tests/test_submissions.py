@@ -28,7 +28,7 @@ from autograder.submissions import ASSIGNMENT, NOTEBOOK, ORIGIN, collect
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-LIMITS = Limits(check_timeout_s=15, startup_timeout_s=20, memory_mb=2048, sandbox=attacks.sandbox_mode())
+LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())
 FULL = 28.0   # 22 points of test cells and 6 of written answers: what every graded row's max_score must be
 
 
