@@ -112,6 +112,13 @@ class Sandbox:
         self._pid = self._socket = None
         return status
 
+    def _abandon(self) -> None:
+        """Stop the whole sandbox (every process in it) without waiting for the zygote; it starts again on next use."""
+        self.host.stop()
+        if self._socket is not None:
+            self._socket.close()
+        self._pid = self._socket = None
+
     def _start(self) -> None:
         """Fork a student process and define the cells; leave out any cell that hangs or kills the process."""
         while True:
@@ -174,15 +181,16 @@ class Sandbox:
             self._time_limit = (f"time limit: {doing} used its {clock.limit_s:.0f} s of CPU time; is there an endless "
                                 "loop?")
         except wire.MessageTimeout:
-            self._kill()
-            if not clock.counts_cpu:
-                self._time_limit = (f"time limit: {doing} did not finish within {clock.limit_s:.0f} s; is there an "
-                                    "endless loop, or did your code stop reading what the grader sent it?")
-            elif clock.overloaded():
+            if clock.counts_cpu and clock.overloaded():
+                self._abandon()   # asking a starved zygote to kill one process could wait as long again
                 raise GraderError(f"the machine was overloaded: in {clock.waited_s:.0f} s of {doing}, the student's "
                                   f"process waited {clock.waiting_for_cpu_s():.0f} s for a CPU and used "
                                   f"{clock.cpu_used_s():.1f} s of its {clock.limit_s:.0f} s of CPU time; grade again "
                                   "(fewer --workers)") from None
+            self._kill()
+            if not clock.counts_cpu:
+                self._time_limit = (f"time limit: {doing} did not finish within {clock.limit_s:.0f} s; is there an "
+                                    "endless loop, or did your code stop reading what the grader sent it?")
             else:
                 self._time_limit = (f"time limit: {doing} waited {clock.waited_s:.0f} s and used only "
                                     f"{clock.cpu_used_s():.1f} s of CPU time: your code waits for something that "
