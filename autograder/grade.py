@@ -247,6 +247,47 @@ def feedback_template_options() -> list[str]:
             f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
 
 
+def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str], db_url: str, limits: Limits,
+                   feedback: bool, feedback_with_pending: bool) -> list[str]:
+    """nbgrader autograde of ``good`` (their checks' results are in ``out/checks``) and, with ``feedback``, nbgrader
+    generate_feedback; an error row for each student autograde failed on. Returns the students left without
+    feedback because answers of theirs still need a manual grade."""
+    common = [f"--CourseDirectory.db_url={db_url}", f"--TrustedChecks.results_directory={out / 'checks'}",
+              f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
+              f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
+              f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
+    skipped: list[str] = []
+    with course_lock(root):
+        others = excluded_students(root / "submitted", good)
+        if others:
+            common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
+        if not good:
+            return skipped
+        commands = [["autograde", ASSIGNMENT, "--force", *common]]
+        if feedback:
+            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+        print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
+        before = autograde_outcome.before_autograde(root, good)
+        for command in commands:
+            if command[0] == "generate_feedback" and not feedback_with_pending:
+                graded = [s for s in good if rows[s].status == "graded"]
+                skipped = pending_students(db_url, graded)
+                if skipped:
+                    _skip_pending_feedback(root, skipped)
+                    if len(skipped) == len(graded):
+                        break
+                    command = _exclude(command, others + skipped)
+            result = nbgrader(command, root)
+            log = out / f"nbgrader-{command[0]}.log"
+            log.write_text(result.stdout + result.stderr)
+            if result.returncode != 0:
+                print(f"nbgrader {command[0]} reported errors (all of it in {log}):\n{result.stderr[-3000:]}",
+                      file=sys.stderr)
+            if command[0] == "autograde":
+                _autograde_failures(root, before, result.stderr, log, rows)
+    return skipped
+
+
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
           db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False,
           feedback: bool = False, scheduler: str | None = None, feedback_with_pending: bool = False) -> dict[str, Row]:
@@ -338,38 +379,7 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         raise SystemExit(f"not grading: {error}") from None
     good = [s for s in notebooks if rows[s].status == "graded"]
 
-    common = [db_option, f"--TrustedChecks.results_directory={checks_dir}",
-              f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
-              f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
-              f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
-    with course_lock(root):
-        others = excluded_students(root / "submitted", good)
-        if others:
-            common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
-        skipped: list[str] = []
-        if good:
-            commands = [["autograde", ASSIGNMENT, "--force", *common]]
-            if feedback:
-                commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
-            print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
-            before = autograde_outcome.before_autograde(root, good)
-            for command in commands:
-                if command[0] == "generate_feedback" and not feedback_with_pending:
-                    graded = [s for s in good if rows[s].status == "graded"]
-                    skipped = pending_students(db_url, graded)
-                    if skipped:
-                        _skip_pending_feedback(root, skipped)
-                        if len(skipped) == len(graded):
-                            break
-                        command = _exclude(command, others + skipped)
-                result = nbgrader(command, root)
-                log = out / f"nbgrader-{command[0]}.log"
-                log.write_text(result.stdout + result.stderr)
-                if result.returncode != 0:
-                    print(f"nbgrader {command[0]} reported errors (all of it in {log}):\n{result.stderr[-3000:]}",
-                          file=sys.stderr)
-                if command[0] == "autograde":
-                    _autograde_failures(root, before, result.stderr, log, rows)
+    skipped = nbgrader_steps(root, out, rows, good, db_url, limits, feedback, feedback_with_pending)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
     for row in rows.values():   # feedback left from an earlier batch is not this grade's
