@@ -43,10 +43,11 @@ from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
 from .jobs import Job
+from .nbgrader_app import run_nbgrader
 from .pool import local_pool
 from .precheck import AssignmentCells, precheck
 from .registry import GRADE_IDS
-from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
+from .release import COURSE_ROOT, generate_release, scripts_first_on_path
 from .sandbox import Limits
 from .submissions import ASSIGNMENT, NOTEBOOK, collect
 from .training_run import TrainingRunSettings, preflight
@@ -277,7 +278,7 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
                     if len(skipped) == len(graded):
                         break
                     command = _exclude(command, others + skipped)
-            result = nbgrader(command, root)
+            result = run_nbgrader(command, root)
             log = out / f"nbgrader-{command[0]}.log"
             log.write_text(result.stdout + result.stderr)
             if result.returncode != 0:

@@ -1,0 +1,67 @@
+"""nbgrader's commands run in the grading process, as ``python -m nbgrader COMMAND ...`` runs them in a new one.
+
+A batch's ``nbgrader autograde`` and ``generate_feedback`` were two new processes, each paying the start-up of
+Python, nbgrader and (autograde, for the course's ``TrustedChecks``) torch: seconds the grading process has already
+paid. Here the same command line goes to nbgrader's own ``NbGraderApp`` (as nbgrader's tests run it), in the course
+root, with what it writes to stdout and stderr captured and nbgrader's state reset afterwards; the result is the
+``CompletedProcess`` the new process gave. The course config, the preprocessors, the gradebook's writes and the
+log's form are nbgrader's, unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def _in_course(root: Path) -> Iterator[None]:
+    """The working folder and ``sys.path`` of ``nbgrader`` started in ``root`` (its config is read from there),
+    put back afterwards."""
+    cwd, path = os.getcwd(), list(sys.path)
+    os.chdir(root)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+
+
+def _exit_status(code) -> int:
+    """A ``SystemExit`` code as a process's exit status (a message, like ``sys.exit("...")``, is 1)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+def run_nbgrader(args: list[str], course_root: Path) -> subprocess.CompletedProcess:
+    """``nbgrader ARGS`` (``release.nbgrader``'s command) run in this process; its stdout, stderr (nbgrader's log)
+    and exit status as a ``CompletedProcess``."""
+    from jupyter_core.application import NoStart
+    from nbgrader.apps import NbGraderApp
+    argv = [*args, f"--CourseDirectory.root={course_root}"]
+    out, err = io.StringIO(), io.StringIO()
+    with _in_course(course_root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        app = NbGraderApp.instance()   # made here, so that its log handler writes to ``err``
+        try:
+            app.initialize(argv)
+            app.start()
+            status = 0
+        except NoStart:   # what a Jupyter app raises once its subcommand has run (its launch catches it)
+            status = 0
+        except SystemExit as exit_:
+            status = _exit_status(exit_.code)
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - what an uncaught error does to the process: a traceback, status 1
+            traceback.print_exc()
+            status = 1
+        finally:
+            app.reset()
+    return subprocess.CompletedProcess([sys.executable, "-m", "nbgrader", *argv], status, out.getvalue(),
+                                       err.getvalue())
