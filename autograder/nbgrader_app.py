@@ -6,6 +6,9 @@ paid. Here the same command line goes to nbgrader's own ``NbGraderApp`` (as nbgr
 root, with what it writes to stdout and stderr captured and nbgrader's state reset afterwards; the result is the
 ``CompletedProcess`` the new process gave. The course config, the preprocessors, the gradebook's writes and the
 log's form are nbgrader's, unchanged.
+
+While a command runs, nbgrader's ``Gradebook`` gets one SQLAlchemy engine per database URL instead of a new one each
+time it is opened (a dozen times per student), so SQL compiled for the first student serves the rest.
 """
 from __future__ import annotations
 
@@ -32,6 +35,29 @@ def _in_course(root: Path) -> Iterator[None]:
         sys.path[:] = path
 
 
+@contextlib.contextmanager
+def _shared_engines() -> Iterator[None]:
+    """Every ``nbgrader.api.Gradebook`` opened meanwhile with one URL uses the same engine (its ``close`` only
+    empties the engine's connection pool; the compiled-SQL cache stays)."""
+    import nbgrader.api
+    create_engine = nbgrader.api.create_engine
+    engines: dict = {}
+
+    def shared(url, **options):
+        key = (str(url), tuple(sorted(options.items())))
+        if key not in engines:
+            engines[key] = create_engine(url, **options)
+        return engines[key]
+
+    nbgrader.api.create_engine = shared
+    try:
+        yield
+    finally:
+        nbgrader.api.create_engine = create_engine
+        for engine in engines.values():
+            engine.dispose()
+
+
 def _exit_status(code) -> int:
     """A ``SystemExit`` code as a process's exit status (a message, like ``sys.exit("...")``, is 1)."""
     if code is None:
@@ -46,7 +72,7 @@ def run_nbgrader(args: list[str], course_root: Path) -> subprocess.CompletedProc
     from nbgrader.apps import NbGraderApp
     argv = [*args, f"--CourseDirectory.root={course_root}"]
     out, err = io.StringIO(), io.StringIO()
-    with _in_course(course_root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with _in_course(course_root), _shared_engines(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         app = NbGraderApp.instance()   # made here, so that its log handler writes to ``err``
         try:
             app.initialize(argv)
