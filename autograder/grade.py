@@ -43,7 +43,7 @@ from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
 from .jobs import Job
-from .nbgrader_app import run_nbgrader
+from .nbgrader_app import run_nbgrader, run_nbgrader_at_once
 from .pool import local_pool
 from .precheck import AssignmentCells, precheck
 from .registry import GRADE_IDS
@@ -130,11 +130,32 @@ def excluded_students(submitted: Path, good: list[str]) -> list[str]:
     return sorted(p.name for p in submitted.iterdir() if p.is_dir() and p.name not in good and "," not in p.name)
 
 
+EXCLUDE = "--CourseDirectory.student_id_exclude="
+FEEDBACK_GROUP_MIN = 4   # students per process writing feedback at the same time (each compiles the templates)
+
+
 def _exclude(command: list[str], students: list[str]) -> list[str]:
     """``command`` (an nbgrader command line) with ``--CourseDirectory.student_id_exclude`` set to ``students``."""
-    kept = [a for a in command if not a.startswith("--CourseDirectory.student_id_exclude=")]
+    kept = [a for a in command if not a.startswith(EXCLUDE)]
     names = sorted(s for s in students if "," not in s)
-    return [*kept, f"--CourseDirectory.student_id_exclude={','.join(names)}"]
+    return [*kept, f"{EXCLUDE}{','.join(names)}"]
+
+
+def _feedback_commands(command: list[str], root: Path, processes: int) -> list[list[str]]:
+    """``command`` (nbgrader generate_feedback) as one command per group of the students it writes feedback for, to
+    run at the same time (it only reads the gradebook; each student's files are its own): each excludes every
+    other student with an autograded notebook. One command for a few students, or if a name has a comma (nbgrader
+    could not exclude it)."""
+    excluded = set(next((a for a in command if a.startswith(EXCLUDE)), EXCLUDE)[len(EXCLUDE):].split(","))
+    autograded = root / "autograded"
+    found = sorted(p.name for p in autograded.iterdir() if (p / ASSIGNMENT).is_dir()) if autograded.is_dir() else []
+    students = [s for s in found if s not in excluded]
+    groups = min(processes, len(students) // FEEDBACK_GROUP_MIN)
+    if groups < 2 or any("," in s for s in found):
+        return [command]
+    size = -(-len(students) // groups)
+    chunks = [students[i:i + size] for i in range(0, len(students), size)]
+    return [_exclude(command, [s for s in found if s not in chunk]) for chunk in chunks]
 
 
 def _autograde_failures(root: Path, before: dict, log_text: str, log: Path, rows: dict[str, Row]) -> None:
@@ -249,10 +270,10 @@ def feedback_template_options() -> list[str]:
 
 
 def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str], db_url: str, limits: Limits,
-                   feedback: bool, feedback_with_pending: bool) -> list[str]:
+                   feedback: bool, feedback_with_pending: bool, processes: int = 1) -> list[str]:
     """nbgrader autograde of ``good`` (their checks' results are in ``out/checks``) and, with ``feedback``, nbgrader
-    generate_feedback; an error row for each student autograde failed on. Returns the students left without
-    feedback because answers of theirs still need a manual grade."""
+    generate_feedback (in up to ``processes`` processes); an error row for each student autograde failed on.
+    Returns the students left without feedback because answers of theirs still need a manual grade."""
     common = [f"--CourseDirectory.db_url={db_url}", f"--TrustedChecks.results_directory={out / 'checks'}",
               f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
               f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
@@ -278,7 +299,8 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
                     if len(skipped) == len(graded):
                         break
                     command = _exclude(command, others + skipped)
-            result = run_nbgrader(command, root)
+            result = run_nbgrader_at_once(_feedback_commands(command, root, processes), root) \
+                if command[0] == "generate_feedback" else run_nbgrader(command, root)
             log = out / f"nbgrader-{command[0]}.log"
             log.write_text(result.stdout + result.stderr)
             if result.returncode != 0:
@@ -380,7 +402,8 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         raise SystemExit(f"not grading: {error}") from None
     good = [s for s in notebooks if rows[s].status == "graded"]
 
-    skipped = nbgrader_steps(root, out, rows, good, db_url, limits, feedback, feedback_with_pending)
+    skipped = nbgrader_steps(root, out, rows, good, db_url, limits, feedback, feedback_with_pending,
+                             workers or os.cpu_count() or 1)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
     for row in rows.values():   # feedback left from an earlier batch is not this grade's
