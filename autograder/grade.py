@@ -289,6 +289,7 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
         if feedback:
             commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
         print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
+        start = time.monotonic()
         before = autograde_outcome.before_autograde(root, good)
         for command in commands:
             if command[0] == "generate_feedback" and not feedback_with_pending:
@@ -308,6 +309,8 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
                       file=sys.stderr)
             if command[0] == "autograde":
                 _autograde_failures(root, before, result.stderr, log, rows)
+        seconds = time.monotonic() - start
+        print(f"   nbgrader done in {seconds:.1f} s ({seconds / len(good):.2f} s per student)", flush=True)
     return skipped
 
 
