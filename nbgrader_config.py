@@ -32,6 +32,11 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # cell takes seconds on a CPU, the cpu preset's training cell a few minutes; 10 minutes per cell leaves room.
 c.Execute.timeout = 600
 
+# nbconvert checks the whole notebook against nbformat's schema after every preprocessor (a dozen times per student
+# in autograde); once, after the last, is enough: every submission was read and validated before grading, and an
+# invalid result still stops that student (the log then names the last preprocessor, not the one at fault).
+c.Exporter.optimistic_validation = True
+
 # Files that never go to students: caches that running the notebook or its tests leaves beside it.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".hypothesis"]
 

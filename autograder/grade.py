@@ -43,10 +43,11 @@ from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
 from .jobs import Job
+from .nbgrader_app import run_nbgrader, run_nbgrader_at_once
 from .pool import local_pool
 from .precheck import AssignmentCells, precheck
 from .registry import GRADE_IDS
-from .release import COURSE_ROOT, generate_release, nbgrader, scripts_first_on_path
+from .release import COURSE_ROOT, generate_release, scripts_first_on_path
 from .sandbox import Limits
 from .submissions import ASSIGNMENT, NOTEBOOK, collect
 from .training_run import TrainingRunSettings, preflight
@@ -129,11 +130,32 @@ def excluded_students(submitted: Path, good: list[str]) -> list[str]:
     return sorted(p.name for p in submitted.iterdir() if p.is_dir() and p.name not in good and "," not in p.name)
 
 
+EXCLUDE = "--CourseDirectory.student_id_exclude="
+FEEDBACK_GROUP_MIN = 4   # students per process writing feedback at the same time (each compiles the templates)
+
+
 def _exclude(command: list[str], students: list[str]) -> list[str]:
     """``command`` (an nbgrader command line) with ``--CourseDirectory.student_id_exclude`` set to ``students``."""
-    kept = [a for a in command if not a.startswith("--CourseDirectory.student_id_exclude=")]
+    kept = [a for a in command if not a.startswith(EXCLUDE)]
     names = sorted(s for s in students if "," not in s)
-    return [*kept, f"--CourseDirectory.student_id_exclude={','.join(names)}"]
+    return [*kept, f"{EXCLUDE}{','.join(names)}"]
+
+
+def _feedback_commands(command: list[str], root: Path, processes: int) -> list[list[str]]:
+    """``command`` (nbgrader generate_feedback) as one command per group of the students it writes feedback for, to
+    run at the same time (it only reads the gradebook; each student's files are its own): each excludes every
+    other student with an autograded notebook. One command for a few students, or if a name has a comma (nbgrader
+    could not exclude it)."""
+    excluded = set(next((a for a in command if a.startswith(EXCLUDE)), EXCLUDE)[len(EXCLUDE):].split(","))
+    autograded = root / "autograded"
+    found = sorted(p.name for p in autograded.iterdir() if (p / ASSIGNMENT).is_dir()) if autograded.is_dir() else []
+    students = [s for s in found if s not in excluded]
+    groups = min(processes, len(students) // FEEDBACK_GROUP_MIN)
+    if groups < 2 or any("," in s for s in found):
+        return [command]
+    size = -(-len(students) // groups)
+    chunks = [students[i:i + size] for i in range(0, len(students), size)]
+    return [_exclude(command, [s for s in found if s not in chunk]) for chunk in chunks]
 
 
 def _autograde_failures(root: Path, before: dict, log_text: str, log: Path, rows: dict[str, Row]) -> None:
@@ -247,6 +269,51 @@ def feedback_template_options() -> list[str]:
             f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
 
 
+def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str], db_url: str, limits: Limits,
+                   feedback: bool, feedback_with_pending: bool, processes: int = 1) -> list[str]:
+    """nbgrader autograde of ``good`` (their checks' results are in ``out/checks``) and, with ``feedback``, nbgrader
+    generate_feedback (in up to ``processes`` processes); an error row for each student autograde failed on.
+    Returns the students left without feedback because answers of theirs still need a manual grade."""
+    common = [f"--CourseDirectory.db_url={db_url}", f"--TrustedChecks.results_directory={out / 'checks'}",
+              f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
+              f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
+              f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
+    skipped: list[str] = []
+    with course_lock(root):
+        others = excluded_students(root / "submitted", good)
+        if others:
+            common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
+        if not good:
+            return skipped
+        commands = [["autograde", ASSIGNMENT, "--force", *common]]
+        if feedback:
+            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+        print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
+        start = time.monotonic()
+        before = autograde_outcome.before_autograde(root, good)
+        for command in commands:
+            if command[0] == "generate_feedback" and not feedback_with_pending:
+                graded = [s for s in good if rows[s].status == "graded"]
+                skipped = pending_students(db_url, graded)
+                if skipped:
+                    _skip_pending_feedback(root, skipped)
+                    if len(skipped) == len(graded):
+                        break
+                    command = _exclude(command, others + skipped)
+            result = run_nbgrader_at_once(_feedback_commands(command, root, processes), root) \
+                if command[0] == "generate_feedback" else run_nbgrader(command, root)
+            log = out / f"nbgrader-{command[0]}.log"
+            log.write_text(result.stdout + result.stderr)
+            if result.returncode != 0:
+                print(f"nbgrader {command[0]} reported errors (all of it in {log}):\n{result.stderr[-3000:]}",
+                      file=sys.stderr)
+            if command[0] == "autograde":
+                _autograde_failures(root, before, result.stderr, log, rows)
+        seconds = time.monotonic() - start
+        print(f"   nbgrader done in {seconds:.1f} s ({seconds / len(good):.2f} s per student)", flush=True)
+    return skipped
+
+
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
           db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False,
           feedback: bool = False, scheduler: str | None = None, feedback_with_pending: bool = False) -> dict[str, Row]:
@@ -342,38 +409,8 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         raise SystemExit(f"not grading: {error}") from None
     good = [s for s in notebooks if rows[s].status == "graded"]
 
-    common = [db_option, f"--TrustedChecks.results_directory={checks_dir}",
-              f"--TrustedChecks.check_timeout_s={limits.check_timeout_s}",
-              f"--TrustedChecks.startup_timeout_s={limits.startup_timeout_s}",
-              f"--TrustedChecks.memory_mb={limits.memory_mb}", f"--TrustedChecks.sandbox={limits.sandbox}"]
-    with course_lock(root):
-        others = excluded_students(root / "submitted", good)
-        if others:
-            common.append(f"--CourseDirectory.student_id_exclude={','.join(others)}")
-        skipped: list[str] = []
-        if good:
-            commands = [["autograde", ASSIGNMENT, "--force", *common]]
-            if feedback:
-                commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
-            print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
-            before = autograde_outcome.before_autograde(root, good)
-            for command in commands:
-                if command[0] == "generate_feedback" and not feedback_with_pending:
-                    graded = [s for s in good if rows[s].status == "graded"]
-                    skipped = pending_students(db_url, graded)
-                    if skipped:
-                        _skip_pending_feedback(root, skipped)
-                        if len(skipped) == len(graded):
-                            break
-                        command = _exclude(command, others + skipped)
-                result = nbgrader(command, root)
-                log = out / f"nbgrader-{command[0]}.log"
-                log.write_text(result.stdout + result.stderr)
-                if result.returncode != 0:
-                    print(f"nbgrader {command[0]} reported errors (all of it in {log}):\n{result.stderr[-3000:]}",
-                          file=sys.stderr)
-                if command[0] == "autograde":
-                    _autograde_failures(root, before, result.stderr, log, rows)
+    skipped = nbgrader_steps(root, out, rows, good, db_url, limits, feedback, feedback_with_pending,
+                             workers or os.cpu_count() or 1)
     _gradebook_rows(db_url, rows)
     _messages(root, rows)
     for row in rows.values():   # feedback left from an earlier batch is not this grade's

@@ -17,6 +17,7 @@ from nbconvert.exporters.exporter import ResourcesDict
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import utils
+from nbgrader.api import Gradebook
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, SaveAutoGrades
 import dataclasses
 
@@ -114,7 +115,8 @@ class KeepManualGrades(SaveAutoGrades):
     grade again, until the formgrader saves one. A written answer is its own cell; the answer of a test cell whose
     score was overridden is every answer cell of the notebook (and the test). The answers each autograde saw are
     recorded per student (digests, of the cells as the formgrader shows them) in ``record_directory``. The auto
-    scores update as before.
+    scores update as before. A notebook's grades and comments are written in one transaction (nbgrader commits
+    after every cell: dozens of disk syncs per notebook on SQLite).
     """
 
     record_directory = Unicode("", help="Folder of the graded cells' answers as last autograded, one JSON per "
@@ -138,11 +140,25 @@ class KeepManualGrades(SaveAutoGrades):
         self._now: dict = {"answers": {}, "review": []}
         code_answers = [c.source for c in nb.cells if c.cell_type == "code" and utils.is_solution(c)]
         self._code_answers = json.dumps(code_answers)
-        nb, resources = super().preprocess(nb, resources)
+        nb, resources = self._save_grades(nb, resources)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}")
         partial.write_text(json.dumps(self._now, indent=1) + "\n")
         os.replace(partial, path)
+        return nb, resources
+
+    def _save_grades(self, nb: NotebookNode, resources: ResourcesDict) -> tuple[NotebookNode, ResourcesDict]:
+        """``SaveAutoGrades.preprocess``, committing once at the end instead of after each cell."""
+        self.db_url = resources["nbgrader"]["db_url"]
+        self.gradebook = Gradebook(self.db_url)
+        with self.gradebook:
+            session = self.gradebook.db
+            self.gradebook.db = _CommitAtEnd(session)
+            try:
+                nb, resources = super(SaveAutoGrades, self).preprocess(nb, resources)
+            finally:
+                self.gradebook.db = session
+            session.commit()
         return nb, resources
 
     def _add_score(self, cell: NotebookNode, resources: ResourcesDict) -> None:
@@ -163,6 +179,19 @@ class KeepManualGrades(SaveAutoGrades):
                 self.log.warning("the answer %s grades (student %s) changed since it was hand-graded: it needs a "
                                  "manual grade again", grade_id, self.student_id)
         self._now["answers"][grade_id] = answer
+
+
+class _CommitAtEnd:
+    """A gradebook session whose ``commit()`` only flushes (the caller commits once, on the session itself)."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+
+    def commit(self) -> None:
+        self._session.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
 
 
 class KeepPlainOutputs(NbGraderPreprocessor):

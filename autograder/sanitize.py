@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import re
 
 import nh3
@@ -150,6 +151,12 @@ def sanitize_markdown(source: str, attachments: dict | None = None) -> str:
     return f"<div>{clean}</div>"
 
 
+@functools.lru_cache(maxsize=4096)
+def _sanitize_text(source: str) -> str:
+    """``sanitize_markdown`` of a cell without attachments, remembered: a batch's notebooks share most cells."""
+    return sanitize_markdown(source)
+
+
 def sanitize_raw(source: str) -> str:
     """A raw cell's ``source``, cleaned by nh3 when it holds markup (nbconvert may write it into the page as is)."""
     return clean_html(source) if has_markup(source) else source
@@ -169,7 +176,8 @@ class SanitizeCells(NbGraderPreprocessor):
                 del cell["attachments"]
         source = cell.source
         if cell.cell_type == "markdown":
-            cell.source = sanitize_markdown(source, cell.get("attachments", {}))
+            attachments = cell.get("attachments", {})
+            cell.source = sanitize_markdown(source, attachments) if attachments else _sanitize_text(source)
         else:
             cell.source = sanitize_raw(source)
         if cell.source != source:

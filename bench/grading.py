@@ -4,7 +4,8 @@
 For each worker count, sandbox mode and pool, grades every submission of ``tests/corpus.py`` (or those named
 with ``--only``) with ``autograder.grade`` in a scratch course folder and records, in
 ``bench/records/grading-corpus-w<N>-<sandbox>[-dask][-whole-cells][-<k>of<n>][-<label>].json``: the wall time of the whole
-command, its parts (checks, nbgrader autograde + feedback), each submission's check time, and the versions.
+command, its parts (checks, nbgrader autograde + feedback, also per graded student), each submission's check time,
+and the versions.
 ``--pool dask`` grades on a Dask cluster of N workers started for the run on this machine (a scheduler and
 ``dask worker --nthreads 1`` processes on 127.0.0.1, as the tests start them); its start-up is recorded apart.
 ``--sandbox none`` measures the grader without the sandbox (what grading cost before it); ``--definitions off``
@@ -56,18 +57,29 @@ def measure(workers: int, limits: Limits, only: list[str] | None = None, pool: s
         total = time.monotonic() - start
     checks_line = next(line for line in log.getvalue().splitlines() if "checks done in" in line)
     checks_s = float(checks_line.split("in")[-1].split()[0])
+    nbgrader_s, nbgrader_per_student = _nbgrader_seconds(log.getvalue())
     per_submission = {name: row.seconds for name, row in rows.items() if row.status == "graded"}
     ordinary = sorted(v for k, v in per_submission.items() if not k.startswith(("tamper_endless", "tamper_sigkill")))
     return dict(workers=workers, pool=pool, cluster_start_s=cluster_start_s, sandbox=limits.sandbox,
                 definitions_only=limits.definitions_only, submissions=len(corpus),
                 of_corpus=len(CORPUS),
                 graded=len(per_submission), total_s=round(total, 1),
-                checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1),
+                checks_s=checks_s, nbgrader_and_exports_s=round(total - checks_s, 1), nbgrader_s=nbgrader_s,
+                nbgrader_s_per_student=nbgrader_per_student,
                 per_submission_check_s=per_submission, scores={name: row.score for name, row in rows.items()},
                 median_check_s_excluding_endless_and_kill=ordinary[len(ordinary) // 2],
                 limits=dataclasses.asdict(limits),
                 environment=dict(environment(torch.device("cpu")), nbgrader=nbgrader.__version__,
                                  distributed=_version("distributed")))
+
+
+def _nbgrader_seconds(log: str) -> tuple[float | None, float | None]:
+    """nbgrader's steps (autograde, feedback) in seconds, and per student, as the grade command printed them."""
+    line = next((line for line in log.splitlines() if "nbgrader done in" in line), None)
+    if line is None:
+        return None, None
+    total, per_student = line.split(" in ", 1)[1].split(" s (")
+    return float(total), float(per_student.split()[0])
 
 
 def _version(package: str) -> str | None:
@@ -101,8 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         path = RECORDS / f"grading-corpus-w{workers}-{sandbox}{part}.json"
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{workers} {pool} worker(s): {record['total_s']} s for {record['submissions']} submissions "
-              f"(checks {record['checks_s']} s, nbgrader {record['nbgrader_and_exports_s']} s; median check time "
-              f"{record['median_check_s_excluding_endless_and_kill']} s per submission) -> {path}")
+              f"(checks {record['checks_s']} s, nbgrader and the rest {record['nbgrader_and_exports_s']} s, of which "
+              f"nbgrader's steps {record['nbgrader_s']} s, {record['nbgrader_s_per_student']} s per student; median "
+              f"check time {record['median_check_s_excluding_endless_and_kill']} s per submission) -> {path}")
 
 
 if __name__ == "__main__":
