@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 import traceback
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterator
 
@@ -104,11 +106,21 @@ def run_nbgrader_at_once(commands: list[list[str]], course_root: Path) -> subpro
     if len(commands) > 1 and threading.active_count() == 1:
         sys.stdout.flush()
         sys.stderr.flush()
-        with multiprocessing.get_context("fork").Pool(len(commands)) as pool:
-            results = pool.starmap(run_nbgrader, [(command, course_root) for command in commands])
+        with ProcessPoolExecutor(len(commands), mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(run_nbgrader, command, course_root) for command in commands]
+            results = [_outcome(future, command) for future, command in zip(futures, commands)]
     else:
         results = [run_nbgrader(command, course_root) for command in commands]
     if len(results) == 1:
         return results[0]
     return subprocess.CompletedProcess([r.args for r in results], max(r.returncode for r in results),
                                        "".join(r.stdout for r in results), "".join(r.stderr for r in results))
+
+
+def _outcome(future: Future, command: list[str]) -> subprocess.CompletedProcess:
+    """What a forked process's command gave, or, if a process died (killed, out of memory), status 1 and that."""
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        return subprocess.CompletedProcess(command, 1, "", f"a process running nbgrader {command[0]} for some of "
+                                           f"the students died ({error}); their files may be missing\n")

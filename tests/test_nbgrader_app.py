@@ -14,6 +14,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 import autograder.grade
+import autograder.nbgrader_app
 from autograder.examples import filled_release, solutions
 from autograder.grade import ASSIGNMENT, NOTEBOOK, _feedback_commands, feedback_template_options
 from autograder.grading import answer_cells, digest
@@ -152,6 +153,21 @@ def test_commands_at_once_run_one_after_the_other_while_other_threads_run(genera
         other.join()
     alone = run_nbgrader(listing, generated)
     assert done.returncode == 0 and done.stdout == alone.stdout * 2
+
+
+def _dies_on_the_second(args: list[str], course_root: Path):
+    if "second" in args:
+        os._exit(9)
+    return run_nbgrader(args, course_root)
+
+
+def test_a_forked_process_that_dies_gives_an_error_not_a_hang(generated, monkeypatch):
+    if threading.active_count() > 1:
+        pytest.skip("this process runs other threads: nothing would be forked (and the test would exit here)")
+    monkeypatch.setattr(autograder.nbgrader_app, "run_nbgrader", _dies_on_the_second)
+    listing = ["db", "student", "list"]
+    done = run_nbgrader_at_once([listing, [*listing, "second"]], generated)
+    assert done.returncode == 1 and "died" in done.stderr, done
 
 
 def test_feedback_stays_one_command_for_few_students_or_a_name_with_a_comma(tmp_path):
