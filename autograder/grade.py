@@ -261,10 +261,12 @@ def _skip_pending_feedback(root: Path, pending: list[str]) -> None:
 
 def feedback_template_options() -> list[str]:
     """nbgrader generate_feedback's options for the course's feedback page (``templates/simclr_feedback``):
-    nbgrader's own, with every graded cell named in the list at the top, where nbgrader writes "Test cell"."""
+    nbgrader's own, with every graded cell named in the list at the top, where nbgrader writes "Test cell"; made by
+    ``feedback.FeedbackExporter`` (nbconvert's, rendering the cells the notebooks share once)."""
     import nbgrader
     nbgrader_templates = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
-    return ["--HTMLExporter.template_name=simclr_feedback", "--HTMLExporter.template_file=simclr_feedback.html.j2",
+    return ["--GenerateFeedback.exporter_class=autograder.feedback.FeedbackExporter",
+            "--HTMLExporter.template_name=simclr_feedback", "--HTMLExporter.template_file=simclr_feedback.html.j2",
             f"--HTMLExporter.extra_template_basedirs={Path(__file__).parent / 'templates'}",
             f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
 

@@ -1,5 +1,6 @@
-"""nbgrader's commands in the grading process (autograder/nbgrader_app.py) and feedback in groups of students at once:
-the same files, gradebook and log as nbgrader's own processes."""
+"""nbgrader's commands in the grading process (autograder/nbgrader_app.py), feedback in groups of students at once, by
+the course's FeedbackExporter: the same files, gradebook and log as nbgrader's own processes with nbconvert's
+HTMLExporter."""
 from __future__ import annotations
 
 import json
@@ -55,10 +56,13 @@ def generated(tmp_path_factory) -> Path:
     return root
 
 
-def commands(root: Path) -> tuple[list[str], list[str]]:
+def commands(root: Path, nbconverts_exporter: bool = False) -> tuple[list[str], list[str]]:
+    """autograde and generate_feedback as grade runs them, or, ``nbconverts_exporter``, with nbconvert's own
+    HTMLExporter in place of the course's ``FeedbackExporter`` (as before it)."""
     common = [f"--TrustedChecks.results_directory={root / 'grades' / 'checks'}"]
+    options = [o for o in feedback_template_options() if not (nbconverts_exporter and "exporter_class" in o)]
     return (["autograde", ASSIGNMENT, "--force", *common],
-            ["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+            ["generate_feedback", ASSIGNMENT, "--force", *common, *options])
 
 
 def graded_copy(generated: Path, name: str) -> Path:
@@ -69,9 +73,9 @@ def graded_copy(generated: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def by_processes(generated) -> Path:
-    """Autograde and feedback as before: nbgrader's own processes."""
+    """Autograde and feedback as before: nbgrader's own processes, nbconvert's own HTMLExporter."""
     root = graded_copy(generated, "processes")
-    for command in commands(root):
+    for command in commands(root, nbconverts_exporter=True):
         done = nbgrader(command, root)
         assert done.returncode == 0, done.stderr[-3000:]
     return root
@@ -110,6 +114,8 @@ def gradebook(root: Path) -> dict:
 
 def test_in_process_and_in_groups_nbgrader_writes_what_its_own_processes_write(by_processes, in_process):
     root, groups, _ = in_process
+    assert any(o.endswith("FeedbackExporter") for o in groups[0]) and \
+        not any("FeedbackExporter" in o for o in commands(by_processes, nbconverts_exporter=True)[1])
     assert len(groups) == 2, "the feedback was not split into groups of students"
     before, after = files(by_processes), files(root)
     assert sorted(before) == sorted(after) and any(name.endswith(".html") for name in after)
