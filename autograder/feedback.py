@@ -5,7 +5,7 @@ A batch's notebooks share most cells (the released text and code, the test cells
 renders each one again for every student. Here each distinct input is rendered once per process: the key holds
 everything the rendering reads (the source; for code the lexer, the formatter options and a cell's
 ``magics_language``; for markdown the cell's attachments and the exporter's markdown settings), so every page is
-byte for byte what ``HTMLExporter`` writes. ``grade.feedback_template_options`` names it
+byte for byte what ``HTMLExporter`` writes. ``grade.feedback_options`` names it
 (``GenerateFeedback.exporter_class``); the ``HTMLExporter`` settings apply to it as to nbconvert's.
 """
 from __future__ import annotations

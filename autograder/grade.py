@@ -261,14 +261,18 @@ def _skip_pending_feedback(root: Path, pending: list[str]) -> None:
 
 def feedback_template_options() -> list[str]:
     """nbgrader generate_feedback's options for the course's feedback page (``templates/simclr_feedback``):
-    nbgrader's own, with every graded cell named in the list at the top, where nbgrader writes "Test cell"; made by
-    ``feedback.FeedbackExporter`` (nbconvert's, rendering the cells the notebooks share once)."""
+    nbgrader's own, with every graded cell named in the list at the top, where nbgrader writes "Test cell"."""
     import nbgrader
     nbgrader_templates = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
-    return ["--GenerateFeedback.exporter_class=autograder.feedback.FeedbackExporter",
-            "--HTMLExporter.template_name=simclr_feedback", "--HTMLExporter.template_file=simclr_feedback.html.j2",
+    return ["--HTMLExporter.template_name=simclr_feedback", "--HTMLExporter.template_file=simclr_feedback.html.j2",
             f"--HTMLExporter.extra_template_basedirs={Path(__file__).parent / 'templates'}",
             f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
+
+
+def feedback_options() -> list[str]:
+    """generate_feedback's options in a grade command: the course's page (``feedback_template_options``), made by
+    ``feedback.FeedbackExporter`` (nbconvert's HTMLExporter, rendering the cells the notebooks share once)."""
+    return ["--GenerateFeedback.exporter_class=autograder.feedback.FeedbackExporter", *feedback_template_options()]
 
 
 def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str], db_url: str, limits: Limits,
@@ -289,7 +293,7 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
             return skipped
         commands = [["autograde", ASSIGNMENT, "--force", *common]]
         if feedback:
-            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_options()])
         print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
         start = time.monotonic()
         before = autograde_outcome.before_autograde(root, good)

@@ -17,7 +17,8 @@ from nbgrader.api import Gradebook
 import autograder.grade
 import autograder.nbgrader_app
 from autograder.examples import filled_release, solutions
-from autograder.grade import ASSIGNMENT, NOTEBOOK, _feedback_commands, feedback_template_options
+from autograder.grade import (ASSIGNMENT, NOTEBOOK, _feedback_commands, feedback_options,
+                              feedback_template_options)
 from autograder.grading import answer_cells, digest
 from autograder.nbgrader_app import run_nbgrader, run_nbgrader_at_once
 from autograder.registry import GRADE_IDS
@@ -60,7 +61,7 @@ def commands(root: Path, nbconverts_exporter: bool = False) -> tuple[list[str], 
     """autograde and generate_feedback as grade runs them, or, ``nbconverts_exporter``, with nbconvert's own
     HTMLExporter in place of the course's ``FeedbackExporter`` (as before it)."""
     common = [f"--TrustedChecks.results_directory={root / 'grades' / 'checks'}"]
-    options = [o for o in feedback_template_options() if not (nbconverts_exporter and "exporter_class" in o)]
+    options = feedback_template_options() if nbconverts_exporter else feedback_options()
     return (["autograde", ASSIGNMENT, "--force", *common],
             ["generate_feedback", ASSIGNMENT, "--force", *common, *options])
 
@@ -145,6 +146,26 @@ def test_a_failing_command_gives_its_status_and_nbgrader_s_log(generated):
     assert "[AutogradeApp | ERROR] No notebooks were matched" in done.stderr, done.stderr[-2000:]
     again = run_nbgrader(["db", "student", "list"], generated)   # nbgrader's state was reset
     assert again.returncode == 0 and again.stdout == nbgrader(["db", "student", "list"], generated).stdout
+
+
+def test_inside_another_jupyter_application_a_command_runs_in_a_new_process(generated, monkeypatch):
+    import autograder.release
+    from traitlets.config import Application
+
+    class Kernel(Application):
+        pass
+
+    started = []
+    new_process = autograder.release.nbgrader
+    monkeypatch.setattr(autograder.release, "nbgrader", lambda *args: started.append(args) or new_process(*args))
+    kernel = Kernel.instance()
+    try:
+        done = run_nbgrader(["db", "student", "list"], generated)
+        assert Kernel.instance() is kernel and Application.instance() is kernel
+    finally:
+        Kernel.clear_instance()
+    assert done.returncode == 0 and len(started) == 1
+    assert done.stdout == run_nbgrader(["db", "student", "list"], generated).stdout and len(started) == 1
 
 
 def test_commands_at_once_run_one_after_the_other_while_other_threads_run(generated):
