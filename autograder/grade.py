@@ -269,6 +269,12 @@ def feedback_template_options() -> list[str]:
             f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
 
 
+def feedback_options() -> list[str]:
+    """generate_feedback's options in a grade command: the course's page (``feedback_template_options``), made by
+    ``feedback.FeedbackExporter`` (nbconvert's HTMLExporter, rendering the cells the notebooks share once)."""
+    return ["--GenerateFeedback.exporter_class=autograder.feedback.FeedbackExporter", *feedback_template_options()]
+
+
 def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str], db_url: str, limits: Limits,
                    feedback: bool, feedback_with_pending: bool, processes: int = 1) -> list[str]:
     """nbgrader autograde of ``good`` (their checks' results are in ``out/checks``) and, with ``feedback``, nbgrader
@@ -287,7 +293,7 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
             return skipped
         commands = [["autograde", ASSIGNMENT, "--force", *common]]
         if feedback:
-            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+            commands.append(["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_options()])
         print(f"== nbgrader {' and '.join(c[0] for c in commands)}", flush=True)
         start = time.monotonic()
         before = autograde_outcome.before_autograde(root, good)

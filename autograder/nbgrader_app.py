@@ -72,9 +72,14 @@ def _exit_status(code) -> int:
 
 def run_nbgrader(args: list[str], course_root: Path) -> subprocess.CompletedProcess:
     """``nbgrader ARGS`` (``release.nbgrader``'s command) run in this process; its stdout, stderr (nbgrader's log)
-    and exit status as a ``CompletedProcess``."""
+    and exit status as a ``CompletedProcess``. In a process that is itself a Jupyter application (a kernel, where
+    ``grade`` may be called), whose singleton nbgrader's would displace, it runs in a new process as before."""
     from jupyter_core.application import NoStart
     from nbgrader.apps import NbGraderApp
+    from traitlets.config import Application
+    from .release import nbgrader
+    if Application.initialized():
+        return nbgrader(args, course_root)
     argv = [*args, f"--CourseDirectory.root={course_root}"]
     out, err = io.StringIO(), io.StringIO()
     with _in_course(course_root), _shared_engines(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -1,5 +1,6 @@
-"""nbgrader's commands in the grading process (autograder/nbgrader_app.py) and feedback in groups of students at once:
-the same files, gradebook and log as nbgrader's own processes."""
+"""nbgrader's commands in the grading process (autograder/nbgrader_app.py), feedback in groups of students at once, by
+the course's FeedbackExporter: the same files, gradebook and log as nbgrader's own processes with nbconvert's
+HTMLExporter."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ from nbgrader.api import Gradebook
 import autograder.grade
 import autograder.nbgrader_app
 from autograder.examples import filled_release, solutions
-from autograder.grade import ASSIGNMENT, NOTEBOOK, _feedback_commands, feedback_template_options
+from autograder.grade import (ASSIGNMENT, NOTEBOOK, _feedback_commands, feedback_options,
+                              feedback_template_options)
 from autograder.grading import answer_cells, digest
 from autograder.nbgrader_app import run_nbgrader, run_nbgrader_at_once
 from autograder.registry import GRADE_IDS
@@ -55,10 +57,13 @@ def generated(tmp_path_factory) -> Path:
     return root
 
 
-def commands(root: Path) -> tuple[list[str], list[str]]:
+def commands(root: Path, nbconverts_exporter: bool = False) -> tuple[list[str], list[str]]:
+    """autograde and generate_feedback as grade runs them, or, ``nbconverts_exporter``, with nbconvert's own
+    HTMLExporter in place of the course's ``FeedbackExporter`` (as before it)."""
     common = [f"--TrustedChecks.results_directory={root / 'grades' / 'checks'}"]
+    options = feedback_template_options() if nbconverts_exporter else feedback_options()
     return (["autograde", ASSIGNMENT, "--force", *common],
-            ["generate_feedback", ASSIGNMENT, "--force", *common, *feedback_template_options()])
+            ["generate_feedback", ASSIGNMENT, "--force", *common, *options])
 
 
 def graded_copy(generated: Path, name: str) -> Path:
@@ -69,9 +74,9 @@ def graded_copy(generated: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def by_processes(generated) -> Path:
-    """Autograde and feedback as before: nbgrader's own processes."""
+    """Autograde and feedback as before: nbgrader's own processes, nbconvert's own HTMLExporter."""
     root = graded_copy(generated, "processes")
-    for command in commands(root):
+    for command in commands(root, nbconverts_exporter=True):
         done = nbgrader(command, root)
         assert done.returncode == 0, done.stderr[-3000:]
     return root
@@ -110,6 +115,8 @@ def gradebook(root: Path) -> dict:
 
 def test_in_process_and_in_groups_nbgrader_writes_what_its_own_processes_write(by_processes, in_process):
     root, groups, _ = in_process
+    assert any(o.endswith("FeedbackExporter") for o in groups[0]) and \
+        not any("FeedbackExporter" in o for o in commands(by_processes, nbconverts_exporter=True)[1])
     assert len(groups) == 2, "the feedback was not split into groups of students"
     before, after = files(by_processes), files(root)
     assert sorted(before) == sorted(after) and any(name.endswith(".html") for name in after)
@@ -139,6 +146,26 @@ def test_a_failing_command_gives_its_status_and_nbgrader_s_log(generated):
     assert "[AutogradeApp | ERROR] No notebooks were matched" in done.stderr, done.stderr[-2000:]
     again = run_nbgrader(["db", "student", "list"], generated)   # nbgrader's state was reset
     assert again.returncode == 0 and again.stdout == nbgrader(["db", "student", "list"], generated).stdout
+
+
+def test_inside_another_jupyter_application_a_command_runs_in_a_new_process(generated, monkeypatch):
+    import autograder.release
+    from traitlets.config import Application
+
+    class Kernel(Application):
+        pass
+
+    started = []
+    new_process = autograder.release.nbgrader
+    monkeypatch.setattr(autograder.release, "nbgrader", lambda *args: started.append(args) or new_process(*args))
+    kernel = Kernel.instance()
+    try:
+        done = run_nbgrader(["db", "student", "list"], generated)
+        assert Kernel.instance() is kernel and Application.instance() is kernel
+    finally:
+        Kernel.clear_instance()
+    assert done.returncode == 0 and len(started) == 1
+    assert done.stdout == run_nbgrader(["db", "student", "list"], generated).stdout and len(started) == 1
 
 
 def test_commands_at_once_run_one_after_the_other_while_other_threads_run(generated):
