@@ -16,7 +16,8 @@ SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, d
    ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading;
    students whose written answers still need a manual grade are left out, with a warning, unless
    ``--feedback-with-pending``),
-5. writes ``grades.csv`` and ``<student>.json`` into the output folder and prints a table.
+5. writes ``grades.csv`` and ``<student>.json`` into the output folder, and the class report (``report.html``
+   and its PNGs: ``course/class_report.py``), and prints a table.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from typing import Iterator
 import nbformat
 
 from . import autograde_outcome, cgroups, isolation
+from .course.class_report import write_report
 from .gradebook import database_url, require_reachable
 from .grading import answer_cells
 from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
@@ -423,6 +425,7 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
         if not feedback or row.student in skipped:
             row.feedback = ""
     write_outputs(rows, out)
+    print(f"   class report: {write_report(out)}", flush=True)
     return rows
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import attacks
+from autograder import variants
+from autograder.course.class_report import REPORT, read_report
 from autograder.grade import grade
 from autograder.sandbox import Limits
 from corpus import CORPUS, ROOT, TOTAL, WHOLE_CELLS, write_corpus
@@ -100,6 +102,43 @@ def test_grades_are_exported_as_csv_and_json(graded):
     assert float(table["reference"]["score"]) == TOTAL and table["corrupt_json"]["status"] == "error"
     record = json.loads((root / "grades" / "train_no_zero_grad.json").read_text())
     assert "zero_grad" in record["cells"]["test_train_epoch_hidden"]["message"]
+
+
+# The mistakes the class report names for each known mistake of the corpus (autograder/checks/mistakes.py); the
+# correct variants have none. loss_seed_002 (a constant) is one no check names: it is listed by its messages.
+NAMED_MISTAKES = {
+    "augment_deterministic": {"augment_not_random", "augment_gray_rate"},
+    "augment_no_jitter": {"augment_jitter_rate"},
+    "head_no_batchnorm": {"head_batchnorm"}, "head_no_relu": {"head_no_relu"},
+    "loss_seed_002": set(), "loss_seed_004": {"loss_self_similarity"}, "loss_self_similarity": {"loss_self_similarity"},
+    "loss_no_l2": {"loss_no_l2"}, "loss_tau_multiplied": {"loss_tau_multiplied"},
+    "loss_mean_over_n": {"loss_mean_over_n"}, "loss_one_direction": {"loss_not_symmetric"},
+    "loss_interleaved": {"loss_not_symmetric"},
+    "train_same_view": {"train_same_view"}, "train_no_zero_grad": {"train_no_zero_grad"},
+    "train_last_loss": {"train_not_mean"},
+    "probe_not_frozen": {"probe_not_frozen"}, "probe_train_mode": {"probe_train_mode"},
+    "probe_mode_not_restored": {"probe_mode_not_restored"}, "probe_mode_always_train": {"probe_mode_not_restored"},
+    "unchanged_release": {"not_written"}, "tamper_endless_call": {"time_limit"}, "tamper_sigkill": {"process_died"},
+}
+
+
+def check_class_report_names(grades: Path) -> None:
+    """Each known mistake of the corpus named as NAMED_MISTAKES says, only named ones where a name exists, none for
+    the correct variants; the report written by the batch."""
+    assert set(variants.BROKEN) <= set(NAMED_MISTAKES), "a new broken variant needs its expected name here"
+    assert (grades / REPORT).is_file()
+    students = {s.student: s for s in read_report(grades).students}
+    for name, expected in NAMED_MISTAKES.items():
+        student = students[name]
+        assert {i for _component, i in student.named} == expected, f"{name}: named {sorted(student.named)}"
+        assert bool(student.unnamed) == (not expected), f"{name}: unnamed {student.unnamed}"
+    for name in variants.CORRECT:
+        assert not students[name].named and not students[name].unnamed, name
+
+
+def test_the_class_report_names_each_known_mistake(graded):
+    root, *_ = graded
+    check_class_report_names(root / "grades")
 
 
 def test_the_readme_corpus_table_matches_the_corpus():
