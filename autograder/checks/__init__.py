@@ -1,1 +1,2 @@
-"""The checks and what the grader knows about them (issue 21: ``mistakes``; the lead moves the checks here)."""
+"""What is graded: which check grades which test cell, the hidden checks of the five components, the NT-Xent
+checks, the graded training run, and one submission's grading."""

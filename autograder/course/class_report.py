@@ -40,7 +40,7 @@ class ReportError(Exception):
 
 @dataclass
 class Student:
-    """One row of grades.csv, with the named mistakes (titles) found in its failed checks."""
+    """One row of grades.csv, with the mistakes found in its failed checks (named, or grouped by message)."""
     student: str
     status: str
     score: float | None
@@ -146,8 +146,8 @@ def component_of(grade_id: str) -> str:
     return check.component if check is not None else grade_id
 
 
-def _number(text: str, what: str, where: str) -> float | None:
-    if text.strip() == "":
+def _number(text: str | None, what: str, where: str) -> float | None:
+    if text is None or not text.strip():
         return None
     try:
         value = float(text)
@@ -159,9 +159,9 @@ def _number(text: str, what: str, where: str) -> float | None:
 
 def _read_student(grades_dir: Path, line: dict[str, str], grade_ids: list[str], where: str) -> Student:
     points = {g: _number(line[g], g, where) for g in grade_ids}
-    student = Student(line["student"], line["status"], _number(line["score"], "score", where),
-                      _number(line["max_score"], "max_score", where), int(_number(line["manual_pending"] or "0",
-                      "manual_pending", where) or 0), points, {}, line["error"])
+    pending = _number(line["manual_pending"], "manual_pending", where) or 0
+    student = Student(line["student"] or "", line["status"] or "", _number(line["score"], "score", where),
+                      _number(line["max_score"], "max_score", where), int(pending), points, {}, line["error"] or "")
     if not student.graded:
         return student
     record = grades_dir / f"{student.student}.json"
