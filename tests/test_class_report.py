@@ -15,7 +15,7 @@ from autograder.checks import mistakes
 from autograder.class_report import main
 from autograder.course.class_report import FIGURES, REPORT, read_report, write_report
 from autograder.grade import Row, grade, write_outputs
-from autograder.sandbox import Limits
+from autograder.boundary.sandbox import Limits
 from corpus import CORPUS, POINTS, ROOT, Submission, build, write_corpus
 
 LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())

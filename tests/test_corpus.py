@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import attacks
-from autograder import variants
+from autograder.course import variants
 from autograder.course.class_report import REPORT, read_report
 from autograder.grade import grade
-from autograder.sandbox import Limits
+from autograder.boundary.sandbox import Limits
 from corpus import CORPUS, ROOT, TOTAL, WHOLE_CELLS, write_corpus
 
 # Short limits keep the endless-loop and crash submissions cheap: CPU seconds, of which correct code needs at most

@@ -5,7 +5,7 @@ The checks' messages are the grader's own sentences (``hidden_checks``, ``loss_c
 same mistake gets the same name whatever inputs the check drew. A message the rules do not know is grouped by
 ``unnamed_key``: its first line with every number masked and anything a student's exception said cut off, so no
 test input, expected value or student text reaches a class report through it. ``tests/test_corpus.py`` checks
-that each known mistake of the corpus (``autograder/variants.py``) gets its name.
+that each known mistake of the corpus (``autograder/course/variants.py``) gets its name.
 
 A message can quote the student's own exception, so a student can make a failure of theirs match a rule: that
 changes only which name the class report counts, never a score.

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import jinja2
 
-from ..checks import mistakes as known
-from ..registry import BY_GRADE_ID, TRAINING_RUN_ID
+from autograder.checks import mistakes as known
+from autograder.checks.registry import BY_GRADE_ID, TRAINING_RUN_ID
 
 REPORT = "report.html"
 FIGURES = {"scores": "report-scores.png", "checks": "report-checks.png", "mistakes": "report-mistakes.png"}
