@@ -113,6 +113,12 @@ class Service:
         self._log_outcome(entry, outcome)
         return True
 
+    def drain(self) -> None:
+        """Grade every submission waiting now (and any that arrives meanwhile), then return."""
+        self.poll()
+        while self.grade_next():
+            self.poll()
+
     def run(self, stop: threading.Event) -> None:
         """Grade submissions as they arrive until ``stop`` is set."""
         for name in self.queue.recover():
@@ -237,9 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: (stop.set(), service.wake.set()))
     if args.once:
         service.queue.recover()
-        service.poll()
-        while service.grade_next():
-            service.poll()
+        service.drain()
         return
     try:
         service.run(stop)

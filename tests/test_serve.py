@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,6 +186,41 @@ def test_special_files_and_oversized_submissions_are_refused(tmp_path):
 
 # --- the service against a real exchange -------------------------------------------------------------------------
 
+def course_copy(root: Path, **settings) -> Path:
+    """A course root with the course's source and config (``settings``: lines ``c.<key> = <value>`` added)."""
+    shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
+    lines = [f"c.TrustedChecks.sandbox = {attacks.sandbox_mode()!r}"] + [f"c.{k} = {v!r}" for k, v in settings.items()]
+    (root / "nbgrader_config.py").write_text((ROOT / "nbgrader_config.py").read_text() + "\n" + "\n".join(lines) + "\n")
+    return root
+
+
+def test_the_service_logs_and_skips_what_it_cannot_grade_and_goes_on(tmp_path, monkeypatch, caplog):
+    from autograder.serve import Service
+    monkeypatch.delenv("NBGRADER_EXCHANGE", raising=False)
+    root = course_copy(tmp_path / "course")
+    folder = root / "exchange" / COURSE_ID / "inbound"
+    folder.mkdir(parents=True)
+    linked = fake_submission(folder, "mallory", 2)
+    (folder / linked / f"{NOTEBOOK}.ipynb").unlink()
+    os.symlink(ROOT / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", folder / linked / f"{NOTEBOOK}.ipynb")
+    unreadable = fake_submission(folder, "oscar", 1)   # "{}": not a notebook of this assignment
+    (folder / f"*+{ASSIGNMENT}+{stamp()}").mkdir()
+    (folder / f"trudy+{ASSIGNMENT}+{stamp()}").write_text("a file")
+
+    caplog.set_level("INFO", logger="autograder.serve")
+    service = Service(root)
+    service.poll()   # drain scans again: the same skipped entry is not logged twice
+    service.drain()
+    outcomes = {e["entry"]: e for e in service.queue.graded()}
+    assert set(outcomes) == {linked, unreadable} and service.queue.waiting() == []
+    assert outcomes[linked]["status"] == "error" and "symbolic link" in outcomes[linked]["detail"]
+    assert not (root / "submitted" / "mallory").exists(), "the linked notebook was collected"
+    assert outcomes[unreadable]["status"] == "error" and outcomes[unreadable]["detail"]
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert len(skipped) == 2 and any("cannot be a student id" in m for m in skipped), skipped
+    assert any("not graded mallory" in r.getMessage() for r in caplog.records)
+
+
 def descendants(pid: int) -> set[int]:
     """The processes ``pid`` started, and theirs (this machine's PIDs)."""
     found, pending = set(), [pid]
@@ -313,13 +349,9 @@ def served(tmp_path_factory):
     """Two students submit through a real exchange while the service runs; the service is killed in the middle of
     its first grading and started again; once both are graded and the first student's written answers are
     hand-graded, she resubmits (the time to her released feedback is measured); then the service is stopped."""
-    root = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
-    config = (ROOT / "nbgrader_config.py").read_text() + "\n".join([
-        "", "c.AutoGrading.release_feedback = True", "c.AutoGrading.rescan_s = 5",
-        "c.TrustedChecks.check_timeout_s = 30", "c.TrustedChecks.memory_mb = 2048",
-        f"c.TrustedChecks.sandbox = {attacks.sandbox_mode()!r}", ""])
-    (root / "nbgrader_config.py").write_text(config)
+    root = course_copy(tmp_path_factory.mktemp("course"), **{
+        "AutoGrading.release_feedback": True, "AutoGrading.rescan_s": 5, "TrustedChecks.check_timeout_s": 30,
+        "TrustedChecks.memory_mb": 2048})
     os.environ.pop("NBGRADER_EXCHANGE", None)
     exchange = root / "exchange"
     db_url = f"sqlite:///{root / 'gradebook.db'}"
@@ -358,7 +390,8 @@ def served(tmp_path_factory):
     return {"root": root, "db_url": db_url, "alice": alice, "bob": bob, "entries": (first, second, third),
             "killed_while": killed_while, "started": started, "left_running": left_running,
             "graded": graded_entries(root), "waiting": waiting, "exit_status": exit_status, "submit_s": submit_s,
-            "submit_to_feedback": submit_to_feedback, "log": service_log(root)}
+            "submit_to_feedback": submit_to_feedback, "log": service_log(root),
+            "output": (root / "service-output.log").read_text()}
 
 
 def test_every_submission_is_graded_once_and_the_queue_ends_empty(served):
@@ -418,6 +451,9 @@ def test_record_the_time_from_submit_to_released_feedback(served):
                       "exchange, the grading service idle and warm (tests/test_serve.py)",
               "submit_to_released_feedback_s": round(seconds, 1), "nbgrader_submit_s": round(served["submit_s"], 1),
               "grading_s": third["seconds"],
+              "of_which_checks_s": float(re.findall(r"checks done in ([\d.]+) s", served["output"])[-1]),
+              "of_which_nbgrader_autograde_and_feedback_s":
+                  float(re.findall(r"nbgrader done in ([\d.]+) s", served["output"])[-1]),
               "grading_s_means": "the service's time for it: copy, nbgrader collect, the sandboxed checks (a new "
                                  "sandbox: its zygote imports torch), nbgrader autograde, generate_feedback, "
                                  "release_feedback",
