@@ -27,15 +27,15 @@ from pathlib import Path
 from traitlets import Bool, Float, Int
 from traitlets.config import Configurable
 
-from . import isolation
-from .course.grading_queue import GradingQueue, Outcome
-from .course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot
-from .gradebook import database_url, require_reachable
-from .grade import course_config, course_lock, course_limits, grade
-from .nbgrader_app import run_nbgrader
-from .release import COURSE_ROOT, scripts_first_on_path
-from .sandbox import Limits
-from .submissions import ASSIGNMENT, NOTEBOOK
+from autograder.boundary import isolation
+from autograder.boundary.sandbox import Limits
+from autograder.course.gradebook import database_url, require_reachable
+from autograder.course.grading_queue import GradingQueue, Outcome
+from autograder.course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot
+from autograder.course.nbgrader_commands import COURSE_ROOT, scripts_first_on_path
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK
+from autograder.grade import course_config, course_lock, course_limits, grade
+from autograder.nbgrader_ext.app import run_nbgrader
 
 log = logging.getLogger("autograder.serve")
 STATE = "autograding"   # the service's folder in the course root

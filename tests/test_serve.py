@@ -22,9 +22,9 @@ from test_grade import written_answers_only
 from autograder.course import inbound
 from autograder.course.grading_queue import GradingQueue, Outcome
 from autograder.course.inbound import Entry, RefusedEntry, parse_name, scan, snapshot
-from autograder.examples import solutions
+from autograder.course.examples import solutions
 from autograder.grade import ASSIGNMENT, NOTEBOOK
-from autograder.release import generate_release, nbgrader
+from autograder.course.nbgrader_commands import generate_release, nbgrader
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE_ID = "simclr-cifar10"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .inbound import Entry
+from autograder.course.inbound import Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS waiting (

@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..submissions import _folder_name_problem, shown
+from autograder.course.submissions import _folder_name_problem, shown
 
 FUTURE_SLACK = datetime.timedelta(minutes=5)   # clocks of the students' servers may run a little ahead
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"           # fixed width: these strings sort as the times do
