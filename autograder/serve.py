@@ -148,7 +148,7 @@ class Service:
             snapshot(self.inbound, entry, inbound / entry.name, int(self.settings.max_submission_mb * 1e6),
                      self.settings.max_files)
         except RefusedEntry as error:
-            return Outcome("error", detail=f"not graded: {error}")
+            return Outcome("error", detail=str(error))
         db = f"--CourseDirectory.db_url={self.db_url}"
         with course_lock(self.root):
             collected = run_nbgrader(["collect", ASSIGNMENT, f"--student={entry.student}", "--update",
