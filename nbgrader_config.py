@@ -98,3 +98,12 @@ c.TrainingRun.overrides = {"epochs": 5}
 c.TrainingRun.device = "cuda"
 c.TrainingRun.min_probe_accuracy = None
 c.TrainingRun.without_device = "follow_checks"   # or "zero", or "run_anyway"
+
+# The grading service (python -m autograder.serve; docs/grading-service.md): grades each submission as it reaches
+# the exchange. Off by default: release the feedback of the autograded part as soon as it is graded (the written
+# answers show 0 points until hand-graded; grade --feedback and nbgrader release_feedback replace it later).
+c.AutoGrading.release_feedback = False
+c.AutoGrading.rescan_s = 30               # full rescans of the inbound folder, besides watchdog's events (NFS has none)
+c.AutoGrading.max_submission_mb = 100     # larger submissions are skipped (logged)
+# Grade an entry only if its Unix owner is the student it names: for hubs where each student has a Unix account.
+c.AutoGrading.require_owner = False

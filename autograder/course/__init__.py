@@ -1,2 +1,3 @@
 """The course's plumbing around the checks: finding and prechecking submissions, grading jobs on a local pool or a
-Dask cluster, the gradebook's URL, example submissions and answer variants, nbgrader's command line."""
+Dask cluster, the gradebook's URL, example submissions and answer variants, nbgrader's command line; the
+grading service's reading of the exchange's inbound folder and its queue."""
