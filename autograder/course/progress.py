@@ -20,8 +20,9 @@ class BatchProgress:
         if mode not in MODES:
             raise ValueError(f"progress mode {mode!r}: use one of {', '.join(MODES)}")
         self.total, self.done = total, 0
-        self.out, self.err = out or sys.stdout, err or sys.stderr
-        bar = mode == "bar" or (mode == "auto" and _is_terminal(self.err))
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        bar = total > 0 and (mode == "bar" or (mode == "auto" and _is_terminal(self.err)))
         self.lines_for_all = not bar or not _is_terminal(self.out)
         self.start = time.monotonic()
         self.bar = tqdm(total=total, desc="grading", unit="submission", file=self.err, dynamic_ncols=True,
