@@ -25,10 +25,10 @@ import attacks
 import autograder.grade
 from autograder.course import ci_results
 from autograder.course.progress import BatchProgress
-from autograder.examples import filled_release, solutions
+from autograder.course.examples import filled_release, solutions
 from autograder.grade import EXIT_GRADED, EXIT_NOT_ALL_GRADED, EXIT_NOT_RUN, Row, main
-from autograder.sandbox import Limits
-from autograder.submissions import student_id
+from autograder.boundary.sandbox import Limits
+from autograder.course.submissions import student_id
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())

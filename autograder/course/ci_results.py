@@ -11,12 +11,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping, Protocol
 
 from junitparser import Error, Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
-if TYPE_CHECKING:
-    from ..grade import Row
+
+class Row(Protocol):
+    """What is read of a row of the grade command (``autograder.grade.Row``; a command, so not imported here)."""
+    student: str
+    status: str
+    error: str
+    score: float
+    max_score: float
+    manual_pending: int
+    cells: dict   # grade_id -> {"points", "max", "message"}
+    seconds: float
+
 
 JUNIT = "junit.xml"
 SUMMARY = "summary.md"
