@@ -16,8 +16,14 @@ SUBMISSIONS is nbgrader's layout (``<student>/<assignment>/<notebook>.ipynb``, d
    ``--feedback``, ``nbgrader generate_feedback --force`` (HTML without hidden tests: run it after hand-grading;
    students whose written answers still need a manual grade are left out, with a warning, unless
    ``--feedback-with-pending``),
-5. writes ``grades.csv`` and ``<student>.json`` into the output folder, and the class report (``report.html``
-   and its PNGs: ``course/class_report.py``), and prints a table.
+5. writes ``grades.csv``, ``<student>.json``, the results for CI (``junit.xml``, ``summary.md``:
+   ``course/ci_results.py``) and the class report (``report.html`` and its PNGs: ``course/class_report.py``) into
+   the output folder and prints a table.
+
+While the checks run it shows a progress bar on a terminal, one line per submission in a log (``--progress``).
+Exit status: 0 when every submission was graded (whatever its score), 1 when one or more could not be graded
+(status ``error`` in the table: grade them again once fixed), 2 when the batch was not graded at all (a bad command
+line, no submission found, or a set-up problem the message names). See docs/ci-results.md.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +62,8 @@ from autograder.course.nbgrader_commands import COURSE_ROOT, generate_release, s
 from autograder.boundary.sandbox import Limits
 from autograder.course.submissions import ASSIGNMENT, NOTEBOOK, collect
 from autograder.checks.training_run import TrainingRunSettings, preflight
+from autograder.course import ci_results
+from autograder.course.progress import MODES, BatchProgress
 
 
 @dataclass
@@ -220,6 +229,7 @@ def write_outputs(rows: dict[str, Row], out: Path) -> None:
                              *(row.cells.get(g, {}).get("points", "") for g in grade_ids), row.error])
     for row in rows.values():
         (out / f"{row.student}.json").write_text(json.dumps(vars(row), indent=2) + "\n")
+    ci_results.write(rows.values(), out)
 
 
 def print_table(rows: dict[str, Row]) -> None:
@@ -326,14 +336,15 @@ def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str],
 
 def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, workers: int | None = None,
           db_url: str | None = None, limits: Limits | None = None, regenerate: bool = False,
-          feedback: bool = False, scheduler: str | None = None, feedback_with_pending: bool = False) -> dict[str, Row]:
+          feedback: bool = False, scheduler: str | None = None, feedback_with_pending: bool = False,
+          progress: str = "auto") -> dict[str, Row]:
     """Grade every submission in ``submissions``; return the rows (also written to ``out``).
 
     ``limits`` default to the course config's ``c.TrustedChecks`` settings. ``feedback`` also writes the
     students' feedback (do it once the written answers are hand-graded: it shows their scores), except for
     students with answers still to hand-grade, unless ``feedback_with_pending``. ``scheduler``
     (``tcp://HOST:8786``) sends the checks to a Dask cluster (``dask_grading``) instead of ``workers`` local
-    processes; nbgrader's steps stay here."""
+    processes; nbgrader's steps stay here. ``progress``: how the checks' progress shows (``course/progress.py``)."""
     scripts_first_on_path()
     root = root.resolve()
     out = (out or root / "grades").resolve()
@@ -350,16 +361,16 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
     if not scheduler:
         preflight(training)   # on a cluster, each worker checks its own copy of the data
         return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
-                            feedback_with_pending=feedback_with_pending)
+                            feedback_with_pending=feedback_with_pending, progress=progress)
     from autograder.course.dask_grading import ClusterGrader
     with ClusterGrader(scheduler, code) as cluster:   # the cluster is checked before anything is graded
         return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
-                            cluster, feedback_with_pending)
+                            cluster, feedback_with_pending, progress)
 
 
 def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, db_url: str, limits: Limits,
                  training: TrainingRunSettings, code: CodeSnapshot, regenerate: bool, feedback: bool,
-                 cluster=None, feedback_with_pending: bool = False) -> dict[str, Row]:
+                 cluster=None, feedback_with_pending: bool = False, progress: str = "auto") -> dict[str, Row]:
     """``grade`` once its inputs are checked: ``cluster``, a ``dask_grading.ClusterGrader``, or the local pool."""
     db_option = f"--CourseDirectory.db_url={db_url}"
     from nbgrader.api import Gradebook, MissingEntry
@@ -403,15 +414,16 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
                                          cgroups.cpu_time_unavailable())):
                 print(f"   note: {problem}", flush=True)
         outcomes = local_pool(jobs, code, workers)
-    for student, result, seconds in outcomes:
-        rows[student].seconds = round(seconds, 1)
-        if isinstance(result, str):
-            rows[student].status, rows[student].error = "error", result
-            print(f"   {student}: {result}", flush=True)
-            continue
-        (checks_dir / f"{student}.json").write_text(json.dumps(result))
-        print(f"   {student}: {sum(r['passed'] for r in result['results'].values())}/{len(result['results'])} "
-              f"checks passed ({seconds:.1f} s)", flush=True)
+    with BatchProgress(len(jobs), progress) as shown:
+        for student, result, seconds in outcomes:
+            rows[student].seconds = round(seconds, 1)
+            if isinstance(result, str):
+                rows[student].status, rows[student].error = "error", result
+                shown.advance(student, result, seconds, graded=False)
+                continue
+            (checks_dir / f"{student}.json").write_text(json.dumps(result))
+            passed = sum(r["passed"] for r in result["results"].values())
+            shown.advance(student, f"{passed}/{len(result['results'])} checks passed", seconds)
     print(f"   checks done in {time.monotonic() - start:.1f} s", flush=True)
     try:
         verify_unchanged(code)
@@ -431,7 +443,28 @@ def _grade_batch(submissions: Path, root: Path, out: Path, workers: int | None, 
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+EXIT_GRADED = 0        # every submission graded, whatever the scores
+EXIT_NOT_ALL_GRADED = 1   # some could not be graded (error rows); the others' grades are written
+EXIT_NOT_RUN = 2       # nothing graded: a bad command line, no submission, or a set-up problem (the message says)
+
+
+def exit_status(rows: dict[str, Row]) -> int:
+    """The grade command's exit status for a finished batch."""
+    if not rows:
+        return EXIT_NOT_RUN
+    return EXIT_GRADED if all(row.status == "graded" for row in rows.values()) else EXIT_NOT_ALL_GRADED
+
+
+def _not_run(message: str) -> int:
+    """Say why nothing was graded (here and on the CI run's page); the exit status for it."""
+    print(message, file=sys.stderr, flush=True)
+    quoted = ci_results.code_span(message, limit=2000, in_table=False)
+    ci_results.append_step_summary(f"## Grades: not graded\n\n{quoted}\n")
+    return EXIT_NOT_RUN
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status (``EXIT_*``; argparse exits with 2 itself on a bad option)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submissions", nargs="?", type=Path, help="default: <root>/submitted")
     parser.add_argument("--root", type=Path, default=COURSE_ROOT, help="course root (nbgrader_config.py, source/)")
@@ -452,18 +485,44 @@ def main(argv: list[str] | None = None) -> None:
                         help="--feedback for every student, written answers still to hand-grade included (they show 0)")
     parser.add_argument("--unsafe-no-sandbox", action="store_true",
                         help="run student code without the grading sandbox (trusted code only; warns on every run)")
+    parser.add_argument("--progress", choices=MODES, default="auto",
+                        help="while the checks run: a progress bar (on a terminal, the default) or one line per "
+                             "submission (in a log, the default)")
     args = parser.parse_args(argv)
-    limits = course_limits(course_config(args.root), args.timeout, args.memory_mb,
-                           "none" if args.unsafe_no_sandbox else None)
+    submissions = args.submissions or args.root / "submitted"
     start = time.monotonic()
-    rows = grade(args.submissions or args.root / "submitted", args.root, args.out, args.workers, args.db, limits,
-                 args.regenerate, args.feedback or args.feedback_with_pending, args.scheduler,
-                 args.feedback_with_pending)
+    try:
+        limits = course_limits(course_config(args.root), args.timeout, args.memory_mb,
+                               "none" if args.unsafe_no_sandbox else None)
+        rows = grade(submissions, args.root, args.out, args.workers, args.db, limits, args.regenerate,
+                     args.feedback or args.feedback_with_pending, args.scheduler, args.feedback_with_pending,
+                     args.progress)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            raise
+        return _not_run(str(stop.code))
+    except Exception as error:  # noqa: BLE001 - the grader's own failure: its traceback, and not "some not graded"
+        traceback.print_exc()
+        return _not_run(f"not grading: the grade command failed ({type(error).__name__}: {error}); the traceback "
+                        "is above")
+    if not rows:
+        where = "" if submissions.is_dir() else " (there is no such folder)"
+        return _not_run(f"not graded: no submission found in {submissions}{where}; give the folder of submissions "
+                        "(nbgrader's layout, or .ipynb files)")
+    out = args.out or args.root.resolve() / "grades"
     print()
     print_table(rows)
-    print(f"\n{len(rows)} submissions in {time.monotonic() - start:.0f} s; grades in "
-          f"{(args.out or args.root.resolve() / 'grades')}/grades.csv")
+    print(f"\n{len(rows)} submissions in {time.monotonic() - start:.0f} s; grades in {out}/grades.csv, for CI in "
+          f"{out}/{ci_results.JUNIT} and {out}/{ci_results.SUMMARY}")
+    if ci_results.append_step_summary((out / ci_results.SUMMARY).read_text(encoding="utf-8")):
+        print("   summary added to $GITHUB_STEP_SUMMARY")
+    status = exit_status(rows)
+    if status == EXIT_NOT_ALL_GRADED:
+        errors = sum(row.status != "graded" for row in rows.values())
+        print(f"{errors} of {len(rows)} submissions could not be graded (status error): grade them again once "
+              f"fixed (exit status {status})", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -70,14 +70,15 @@ class _Worker:
 
 
 def local_pool(jobs: list[Job], code: CodeSnapshot, workers: int) -> Iterator[Outcome]:
-    """Grade the jobs on this machine, ``workers`` at a time; outcomes in submission order."""
+    """Grade the jobs on this machine, ``workers`` at a time; outcomes in the order they finish (so that the
+    batch's progress shows at once)."""
     context = multiprocessing.get_context("spawn")
     queue = list(enumerate(jobs))[::-1]
     pool = [_Worker(context, code) for _ in range(min(workers, len(jobs)))]
     done: dict[int, Outcome] = {}
-    next_out = 0
+    yielded = 0
     try:
-        while next_out < len(jobs):
+        while yielded < len(jobs):
             for worker in pool:
                 if worker.job is None and queue:
                     worker.give(*queue.pop())
@@ -103,9 +104,9 @@ def local_pool(jobs: list[Job], code: CodeSnapshot, workers: int) -> Iterator[Ou
                 done[position] = (job.student, f"not graded: {why}", time.monotonic() - start)
                 worker.stop()
                 pool[index] = _Worker(context, code)
-            while next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
+            for position in sorted(done):
+                yield done.pop(position)
+                yielded += 1
     finally:
         for worker in pool:
             finished = worker.job is None and worker.process.is_alive()
