@@ -36,6 +36,10 @@ EXTERNAL = ("jupyterhub_config.py", "cifar10-jpeg.tar.gz", "train/<class>/*.jpg"
             "victim.ipynb", "victim_.ipynb")
 # Flags of other programs that the documents quote alone: bubblewrap's, `dask worker`'s.
 OTHER_PROGRAMS_FLAGS = frozenset({"--die-with-parent", "--nthreads", "--nworkers", "--resources", "--help"})
+# Configuration sections the course reads as plain settings (no traitlets class): where their fields are defined.
+SETTINGS_SECTIONS = {"TrainingRun": ("autograder.training_run", "TrainingRunSettings")}
+# Configuration of other programs that the documents quote: JupyterHub's.
+OTHER_PROGRAMS_SECTIONS = frozenset({"Spawner"})
 # A flag of a measurement's command that the tool has dropped since; the record it produced stays quoted.
 RETIRED_FLAGS = frozenset({("bench.grading", "--isolate")})
 
@@ -61,6 +65,7 @@ class Names:
     dotted: tuple[tuple[str, str], ...]                     # (doc, autograder.x.y)
     links: tuple[tuple[str, str], ...]                      # (doc, target as written)
     loose_flags: tuple[tuple[str, str], ...]                # (doc, `--flag` quoted alone in the text)
+    settings: tuple[tuple[str, str], ...]                   # (doc, Section.key of a `c.Section.key` setting)
     anchors: frozenset[str]                                 # the anchors its headings make
 
 
@@ -109,7 +114,7 @@ def slug(heading: str) -> str:
 def extract(doc: str, text: str) -> Names:
     """What ``text`` (the document ``doc``, relative to the repository) names."""
     blocks, spans, prose = split_markdown(text)
-    commands, scripts, paths, dotted, loose_flags = [], [], [], [], []
+    commands, scripts, paths, dotted, loose_flags, settings = [], [], [], [], [], []
     for block in blocks:
         for line in block.splitlines():
             commands += _commands(doc, line.split(" #")[0])
@@ -119,6 +124,9 @@ def extract(doc: str, text: str) -> Names:
         commands += _commands(doc, span)
         if match := re.match(r"bash\s+(\S+\.sh)(.*)$", span):
             scripts.append((doc, match.group(1), _flags(match.group(2))))
+        elif match := re.match(r"c\.(\w+\.\w+)(?:$|\s*=)", span):
+            if match.group(1).split(".")[0] not in OTHER_PROGRAMS_SECTIONS:
+                settings.append((doc, match.group(1)))
         elif match := re.match(r"(--[a-zA-Z][\w-]*)(?:$|[ =])", span):
             loose_flags.append((doc, match.group(1)))
         elif re.fullmatch(rf"(?:{'|'.join(PACKAGES)})(?:\.\w+)+", span):
@@ -129,7 +137,7 @@ def extract(doc: str, text: str) -> Names:
              if not re.match(r"[a-z]+:", target)]
     anchors = frozenset(slug(h) for h in re.findall(r"^#+\s+(.*)$", prose, flags=re.M))
     return Names(commands=tuple(commands), scripts=tuple(scripts), paths=tuple(paths), dotted=tuple(dotted),
-                 links=tuple(links), loose_flags=tuple(loose_flags), anchors=anchors)
+                 links=tuple(links), loose_flags=tuple(loose_flags), settings=tuple(settings), anchors=anchors)
 
 
 @lru_cache(maxsize=1)
@@ -199,10 +207,11 @@ def missing_scripts(names: Names) -> list[str]:
     return problems
 
 
-def probe(modules: list[str], dotted: list[str]) -> dict:
+def probe(modules: list[str], dotted: list[str], settings: list[str]) -> dict:
     """Run in a fresh interpreter (``python tests/test_docs.py IN OUT``): find every module, then fork one child per
     module that runs it as ``python -m MODULE --help`` does (torch imported once, before); resolve every dotted
-    name."""
+    name; find every ``Section.key`` setting among the configurable traits of the course's and nbgrader's
+    classes, or the fields of the course's plain settings."""
     import importlib
     import importlib.util
     import os
@@ -217,7 +226,7 @@ def probe(modules: list[str], dotted: list[str]) -> dict:
             importlib.import_module(shared)
         except ImportError:
             pass
-    result: dict = {"modules": {}, "dotted": {}}
+    result: dict = {"modules": {}, "dotted": {}, "settings": {}}
     for module in modules:
         entry = result["modules"][module] = {"error": None, "code": None, "help": ""}
         try:
@@ -268,12 +277,34 @@ def probe(modules: list[str], dotted: list[str]) -> dict:
             result["dotted"][name] = None
         except AttributeError:
             result["dotted"][name] = f"{'.'.join(parts[:cut])} has no {'.'.join(parts[cut:])}"
+    if settings:
+        import dataclasses
+
+        from traitlets.config import Configurable
+        # the course's classes that nbgrader_config.py names (the preprocessors), and nbgrader's
+        named = re.findall(r"[\"'](autograder(?:\.\w+)+)\.\w+[\"']", (ROOT / "nbgrader_config.py").read_text())
+        for package in (*named, "autograder.grade", "nbgrader.apps", "nbgrader.preprocessors", "nbgrader.exchange"):
+            importlib.import_module(package)
+        classes, stack = {}, [Configurable]
+        while stack:
+            for sub in stack.pop().__subclasses__():
+                classes.setdefault(sub.__name__, []).append(sub)
+                stack.append(sub)
+        for setting in settings:
+            section, key = setting.split(".")
+            if section in SETTINGS_SECTIONS:
+                module, name = SETTINGS_SECTIONS[section]
+                known = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+            else:
+                known = {trait for cls in classes.get(section, []) for trait in cls.class_traits(config=True)}
+            result["settings"][setting] = None if key in known else (
+                f"no configurable class {section}" if not known else f"{section} has no setting {key}")
     return result
 
 
-def run_probe(modules: list[str], dotted: list[str], tmp_path: Path) -> dict:
+def run_probe(modules: list[str], dotted: list[str], settings: list[str], tmp_path: Path) -> dict:
     request, answer = tmp_path / "probe-in.json", tmp_path / "probe-out.json"
-    request.write_text(json.dumps({"modules": modules, "dotted": dotted}))
+    request.write_text(json.dumps({"modules": modules, "dotted": dotted, "settings": settings}))
     done = subprocess.run([sys.executable, __file__, str(request), str(answer)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, f"the probe failed:\n{done.stdout}\n{done.stderr}"
@@ -310,12 +341,15 @@ def check(texts: dict[str, str], probed: dict) -> list[str]:
     answer for (at least) their modules and dotted names."""
     extracted = {doc: extract(doc, text) for doc, text in texts.items()}
     anchors = {doc: names.anchors for doc, names in extracted.items()}
-    problems, commands, dotted, loose_flags = [], [], [], []
+    problems, commands, dotted, loose_flags, settings = [], [], [], [], []
     for names in extracted.values():
         problems += missing_paths(names) + missing_links(names, anchors) + missing_scripts(names)
         commands += names.commands
         dotted += names.dotted
         loose_flags += names.loose_flags
+        settings += names.settings
+    problems += [f"{doc}: `c.{setting}`: {probed['settings'][setting]}" for doc, setting in settings
+                 if probed["settings"][setting]]
     return problems + command_problems(commands, dotted, probed) + loose_flag_problems(loose_flags, probed)
 
 
@@ -328,7 +362,8 @@ def probed(tmp_path_factory) -> dict:
     """One probe for the documents and the synthetic page: torch is imported once."""
     names = [extract(doc, text) for doc, text in {**the_documents(), "docs/synthetic.md": SYNTHETIC}.items()]
     return run_probe(sorted({c.module for n in names for c in n.commands}),
-                     sorted({name for n in names for _, name in n.dotted}), tmp_path_factory.mktemp("probe"))
+                     sorted({name for n in names for _, name in n.dotted}),
+                     sorted({setting for n in names for _, setting in n.settings}), tmp_path_factory.mktemp("probe"))
 
 
 def test_the_documents_name_only_what_exists(probed):
@@ -369,7 +404,8 @@ bash setup.sh --no-such-option
 ```
 
 See `autograder/no_such_module.py`, `bench/records/<name>.json`, `grades/<student>.json`, `gone_file.py`,
-`autograder.grade.no_such_function`, `--no-such-switch`, `--workers 2`, [a page](no_such_page.md), [a heading](../README.md#no-such-heading)
+`autograder.grade.no_such_function`, `--no-such-switch`, `--workers 2`, `c.TrustedChecks.no_such_limit`,
+`c.TrainingRun.no_such_budget = 1`, `c.NoSuchApp.timeout`, `c.TrustedChecks.memory_mb`, [a page](no_such_page.md), [a heading](../README.md#no-such-heading)
 and [here](#a-page).
 """
 
@@ -381,13 +417,15 @@ def test_a_missing_module_flag_script_path_name_or_link_is_reported(probed):
                      "`bash no_such_script.sh` names no script", "the script has no --no-such-option",
                      "`autograder/no_such_module.py` is no file", "`gone_file.py` is no file",
                      "`autograder.grade.no_such_function`: autograder.grade has no no_such_function",
-                     "(no_such_page.md) leads to no file", "`--no-such-switch` is a flag of no documented command", "(../README.md#no-such-heading) names no heading"):
+                     "(no_such_page.md) leads to no file", "`c.TrustedChecks.no_such_limit`: TrustedChecks has no",
+                     "`c.TrainingRun.no_such_budget`: TrainingRun has no", "`c.NoSuchApp.timeout`: no configurable",
+                     "`--no-such-switch` is a flag of no documented command", "(../README.md#no-such-heading) names no heading"):
         assert expected in problems, f"not reported: {expected}\n{problems}"
     # A placeholder that matches committed files, a generated folder and an anchor of the page itself pass.
-    for fine in ("bench/records/<name>.json", "grades/<student>.json", "(#a-page)", "`--workers`"):
+    for fine in ("bench/records/<name>.json", "grades/<student>.json", "(#a-page)", "`--workers`", "memory_mb"):
         assert fine not in problems
 
 
 if __name__ == "__main__":
     asked = json.loads(Path(sys.argv[1]).read_text())
-    Path(sys.argv[2]).write_text(json.dumps(probe(asked["modules"], asked["dotted"])))
+    Path(sys.argv[2]).write_text(json.dumps(probe(asked["modules"], asked["dotted"], asked["settings"])))
