@@ -143,9 +143,14 @@ def extract(doc: str, text: str) -> Names:
 @lru_cache(maxsize=1)
 def repository_names() -> frozenset[str]:
     """The repository's files as git knows them (tracked, or new and not ignored), and their folders."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    files = [line for line in out.splitlines() if (ROOT / line).exists()]
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        files = [line for line in out.splitlines() if (ROOT / line).exists()]
+    except (OSError, subprocess.CalledProcessError):   # not a git checkout: the files on disk, tools' folders aside
+        skip = {".git", ".venv", "data", "__pycache__", ".hypothesis", ".pytest_cache"}
+        files = [f.relative_to(ROOT).as_posix() for f in ROOT.rglob("*")
+                 if f.is_file() and not skip & set(f.relative_to(ROOT).parts)]
     return frozenset(files) | {p.as_posix() for f in files for p in Path(f).parents if p != Path(".")}
 
 
