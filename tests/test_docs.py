@@ -1,10 +1,10 @@
-"""The documents cannot drift from the code: every command, flag, path, dotted name and link they name exists.
+"""The documents cannot drift from the code: every command, flag, path, name, setting and link they name exists.
 
 From ``README.md`` and ``docs/*.md`` this extracts every ``python -m MODULE ...`` (in code blocks and inline code),
-every ``bash X.sh ...``, every backticked repository path, every backticked ``autograder.``/``reference.``/``bench.``/
-``simclr_helpers.`` name, and every relative link. One helper process imports torch once and forks a child per
-module for ``python -m MODULE --help``; a documented ``--flag`` must appear in that help. The last tests feed the
-same checks a synthetic document that names a missing module, flag, path, name and link, and expect each reported.
+every ``bash X.sh ...``, every backticked repository path, ``--flag``, ``c.Section.key`` setting and
+``autograder.``/``reference.``/``bench.``/``simclr_helpers.`` name, and every relative link with its anchor. One
+helper process imports torch once and forks a child per module for ``python -m MODULE --help``; a documented flag
+must appear in that help. The last test feeds the same checks a synthetic page that names a missing one of each.
 """
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def _looks_like_path(span: str) -> bool:
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading."""
-    text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip().lower())
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
