@@ -40,31 +40,31 @@ c.Exporter.optimistic_validation = True
 # Files that never go to students: caches that running the notebook or its tests leaves beside it.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".hypothesis"]
 
-# Autograding runs no kernel: autograder.nbgrader_plugin.TrustedChecks takes Execute's place, grades every test
+# Autograding runs no kernel: autograder.nbgrader_ext.plugin.TrustedChecks takes Execute's place, grades every test
 # cell with the checks on a separate process and removes the hidden tests from the autograded copy (and so from
 # the feedback). KeepManualGrades is nbgrader's SaveAutoGrades, except that a regrade leaves hand-graded cells graded
 # (nbgrader's marks them all "needs manual grade" again; here only an answer that changed since is). The other
 # preprocessors are nbgrader's defaults.
 c.Autograde.autograde_preprocessors = [
-    "autograder.nbgrader_plugin.TrustedChecks",
+    "autograder.nbgrader_ext.plugin.TrustedChecks",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
-    "autograder.nbgrader_plugin.KeepManualGrades",
+    "autograder.nbgrader_ext.plugin.KeepManualGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 # Sanitising a submission: nbgrader's defaults, except that ClearOutput becomes KeepPlainOutputs, which keeps the
 # printed text and PNG figures of the cells that are not graded (the exercise tables the hand-graded answers cite),
 # and, last, SanitizeCells: markdown and raw cells lose what could run in the formgrader's page or the feedback
-# (script, event handlers, javascript: links, SVG attachments...; autograder/sanitize.py says what stays).
+# (script, event handlers, javascript: links, SVG attachments...; autograder/nbgrader_ext/sanitize.py says what stays).
 c.Autograde.sanitize_preprocessors = [
-    "autograder.nbgrader_plugin.KeepPlainOutputs",
+    "autograder.nbgrader_ext.plugin.KeepPlainOutputs",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
-    "autograder.sanitize.SanitizeCells",
+    "autograder.nbgrader_ext.sanitize.SanitizeCells",
 ]
 # Per check: a hanging function loses that check only. CPU seconds of the check's processes where the sandbox's
 # cgroup counts them (a busy machine does not shorten them), with a wall-clock backstop overload_factor times
@@ -90,7 +90,7 @@ c.OverwriteCells.add_missing_cells = True
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"Warning|\d+it/s|s/it\]"
 
-# The graded training run (autograder/training_run.py): the student's components train ResNet-18 for a fixed budget
+# The graded training run (autograder/checks/training_run.py): the student's components train ResNet-18 for a fixed budget
 # on a GPU and the grader probes the encoder. The pass mark is not calibrated yet (it must be measured on the
 # grading GPU); until it is, and on machines without CUDA, the cell's points follow the checks of the components.
 c.TrainingRun.preset = "gpu"

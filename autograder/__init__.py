@@ -1,1 +1,2 @@
-"""Checks that grade the students' components against the reference and the properties they must have."""
+"""The instructor's grader. The commands live here (``python -m autograder.grade``, ``.demo``, ``.release``,
+``.calibrate``); their parts live in the subpackages ``boundary``, ``checks``, ``course`` and ``nbgrader_ext``."""

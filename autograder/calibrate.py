@@ -1,7 +1,7 @@
 """Measure the training run's pass mark on the grading machine: ``python -m autograder.calibrate [options]``.
 
 The command trains the course's encoder with the reference solutions and the correct variants of
-``autograder.variants`` over several seeds, and with known mistakes over a few, exactly as grading does (the
+``autograder.course.variants`` over several seeds, and with known mistakes over a few, exactly as grading does (the
 student process, ``c.TrainingRun``'s budget and device), and probes each encoder. It writes a JSON record (every
 accuracy, the versions, the device, the budget, the time per run) and suggests
 ``min_probe_accuracy = lowest correct accuracy - margin``, then says which mistakes that mark fails. It prints
@@ -25,15 +25,15 @@ from typing import Callable
 from simclr_helpers import PRESETS
 from simclr_helpers.checks import StudentCodeError
 
-from . import isolation
-from .examples import solutions
-from .grade import course_config, course_limits
-from .registry import COMPONENTS
-from .release import COURSE_ROOT
-from .grading import training_sandbox
-from .sandbox import Limits
-from .training_run import TrainingRunSettings, device_available, preflight, probe_run
-from .variants import BROKEN, CORRECT
+from autograder.boundary import isolation
+from autograder.course.examples import solutions
+from autograder.grade import course_config, course_limits
+from autograder.checks.registry import COMPONENTS
+from autograder.course.nbgrader_commands import COURSE_ROOT
+from autograder.checks.grading import training_sandbox
+from autograder.boundary.sandbox import Limits
+from autograder.checks.training_run import TrainingRunSettings, device_available, preflight, probe_run
+from autograder.course.variants import BROKEN, CORRECT
 
 
 @dataclass

@@ -13,9 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
-from .examples import example_submissions
-from .grade import grade, print_table
-from .release import COURSE_ROOT, generate_release
+from autograder.course.examples import example_submissions
+from autograder.grade import grade, print_table
+from autograder.course.nbgrader_commands import COURSE_ROOT, generate_release
 
 
 def main(argv: list[str] | None = None) -> None:

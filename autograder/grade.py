@@ -38,19 +38,21 @@ from typing import Iterator
 
 import nbformat
 
-from . import autograde_outcome, cgroups, isolation
-from .gradebook import database_url, require_reachable
-from .grading import answer_cells
-from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
-from .jobs import Job
-from .nbgrader_app import run_nbgrader, run_nbgrader_at_once
-from .pool import local_pool
-from .precheck import AssignmentCells, precheck
-from .registry import GRADE_IDS
-from .release import COURSE_ROOT, generate_release, scripts_first_on_path
-from .sandbox import Limits
-from .submissions import ASSIGNMENT, NOTEBOOK, collect
-from .training_run import TrainingRunSettings, preflight
+from autograder.nbgrader_ext import autograde_outcome
+from autograder.boundary import cgroups
+from autograder.boundary import isolation
+from autograder.course.gradebook import database_url, require_reachable
+from autograder.checks.grading import answer_cells
+from autograder.boundary.integrity import CodeSnapshot, GraderTampered, verify_unchanged
+from autograder.course.jobs import Job
+from autograder.nbgrader_ext.app import run_nbgrader, run_nbgrader_at_once
+from autograder.course.pool import local_pool
+from autograder.course.precheck import AssignmentCells, precheck
+from autograder.checks.registry import GRADE_IDS
+from autograder.course.nbgrader_commands import COURSE_ROOT, generate_release, scripts_first_on_path
+from autograder.boundary.sandbox import Limits
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK, collect
+from autograder.checks.training_run import TrainingRunSettings, preflight
 
 
 @dataclass
@@ -265,14 +267,14 @@ def feedback_template_options() -> list[str]:
     import nbgrader
     nbgrader_templates = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
     return ["--HTMLExporter.template_name=simclr_feedback", "--HTMLExporter.template_file=simclr_feedback.html.j2",
-            f"--HTMLExporter.extra_template_basedirs={Path(__file__).parent / 'templates'}",
+            f"--HTMLExporter.extra_template_basedirs={Path(__file__).parent / 'nbgrader_ext' / 'templates'}",
             f"--HTMLExporter.extra_template_basedirs={nbgrader_templates}"]
 
 
 def feedback_options() -> list[str]:
     """generate_feedback's options in a grade command: the course's page (``feedback_template_options``), made by
     ``feedback.FeedbackExporter`` (nbconvert's HTMLExporter, rendering the cells the notebooks share once)."""
-    return ["--GenerateFeedback.exporter_class=autograder.feedback.FeedbackExporter", *feedback_template_options()]
+    return ["--GenerateFeedback.exporter_class=autograder.nbgrader_ext.feedback.FeedbackExporter", *feedback_template_options()]
 
 
 def nbgrader_steps(root: Path, out: Path, rows: dict[str, Row], good: list[str], db_url: str, limits: Limits,
@@ -347,7 +349,7 @@ def grade(submissions: Path, root: Path = COURSE_ROOT, out: Path | None = None, 
         preflight(training)   # on a cluster, each worker checks its own copy of the data
         return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
                             feedback_with_pending=feedback_with_pending)
-    from .dask_grading import ClusterGrader
+    from autograder.course.dask_grading import ClusterGrader
     with ClusterGrader(scheduler, code) as cluster:   # the cluster is checked before anything is graded
         return _grade_batch(submissions, root, out, workers, db_url, limits, training, code, regenerate, feedback,
                             cluster, feedback_with_pending)
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", help="gradebook URL (default: sqlite:///<root>/gradebook.db; or "
                         "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with pip install -e '.[postgres]')")
     parser.add_argument("--scheduler", metavar="tcp://HOST:8786",
-                        help="grade the checks on this Dask cluster (pip install -e '.[dask]'; see autograder/dask_grading.py) "
+                        help="grade the checks on this Dask cluster (pip install -e '.[dask]'; see autograder/course/dask_grading.py) "
                              "instead of local processes")
     parser.add_argument("--timeout", type=float, help="seconds per check (default: c.TrustedChecks in the config)")
     parser.add_argument("--memory-mb", type=int, help="memory limit of a student process (default: the config's)")

@@ -29,7 +29,7 @@ import nbgrader
 import torch
 
 from autograder.grade import grade
-from autograder.sandbox import Limits
+from autograder.boundary.sandbox import Limits
 
 from .run import RECORDS, environment
 

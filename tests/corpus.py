@@ -15,16 +15,16 @@ from typing import Callable
 
 from attacks import (DAEMON, FORGE_PROBE_ACCURACY, FORGE_PROBE_DETACHED, FORGE_PROBE_IN_CALL, FORGE_PROBE_LABEL_MEMORY,
                      FORGE_PROBE_OP, FORGE_STEPS_IN_CALL, FORGE_TRAIN_OP, REWRITE_GRADER, at_first_call, forge_every_op)
-from autograder import variants
-from autograder.examples import filled_release, solutions, with_cell_above
-from autograder.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
+from autograder.course import variants
+from autograder.course.examples import filled_release, solutions, with_cell_above
+from autograder.course.variants import (AUGMENT_DETERMINISTIC, AUGMENT_FLIP_FIRST, AUGMENT_NO_JITTER, AUGMENT_V2,
                                  HEAD_ATTRIBUTES, HEAD_NO_BN, HEAD_NO_RELU, LOSS_COSINE, LOSS_LOGSUMEXP,
                                  LOSS_WITH_HELPER, POSITIVE_TARGETS,
                                  PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_NOT_FROZEN,
                                  PROBE_OWN_LOOP, PROBE_TRAIN_MODE, STEP, TRAIN_LAST_LOSS,
                                  TRAIN_NO_ZERO_GRAD, TRAIN_SAME_VIEW, TRAIN_SEPARATE, loss, train)
-from autograder.registry import COMPONENTS
-from autograder.training_run import RUN_COMPONENT_CELLS
+from autograder.checks.registry import COMPONENTS
+from autograder.checks.training_run import RUN_COMPONENT_CELLS
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "simclr" / "simclr_lab.ipynb"
@@ -76,7 +76,7 @@ def release_stubs() -> dict[str, str]:
 
 # --- answer cells --------------------------------------------------------------------------------------
 
-# The correct variants and known mistakes live in autograder.variants (the calibration trains with them too);
+# The correct variants and known mistakes live in autograder.course.variants (the calibration trains with them too);
 # here each mistake gets the test cells it must fail.
 LOSS_FAILS = {"loss_no_l2": ("test_nt_xent_formula_hidden", "test_nt_xent_properties_hidden")}
 BROKEN = {name: (what, cells["nt_xent"], LOSS_FAILS.get(name, NT_XENT))
@@ -118,7 +118,7 @@ builtins.abs = lambda x: 0
 ''' + BROKEN["loss_mean_over_n"][1]
 PATCH_CHECKER = '''\
 import sys
-for _name in ("autograder", "autograder.registry", "autograder.hidden_checks"):
+for _name in ("autograder", "autograder.checks.registry", "autograder.checks.hidden_checks"):
     try:
         __import__(_name)
         sys.modules[_name].run_in_kernel = lambda *a, **k: None

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from autograder import calibrate, variants
+from autograder import calibrate
+from autograder.course import variants
 from autograder.calibrate import Run, suggest
 
 # A CPU budget of seconds per run: 1 % of the training set for one epoch, a small probe.

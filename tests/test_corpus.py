@@ -9,7 +9,7 @@ import pytest
 
 import attacks
 from autograder.grade import grade
-from autograder.sandbox import Limits
+from autograder.boundary.sandbox import Limits
 from corpus import CORPUS, ROOT, TOTAL, WHOLE_CELLS, write_corpus
 
 # Short limits keep the endless-loop and crash submissions cheap: CPU seconds, of which correct code needs at most

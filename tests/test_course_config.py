@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autograder.grade import course_config
-from autograder.release import nbgrader
+from autograder.course.nbgrader_commands import nbgrader
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_WARNING = "is not absolute"

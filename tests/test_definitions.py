@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.examples import solutions
-from autograder.variants import CORRECT, PROBE_OWN_LOOP
+from autograder.course.examples import solutions
+from autograder.course.variants import CORRECT, PROBE_OWN_LOOP
 from simclr_helpers import checks, definitions
 
 

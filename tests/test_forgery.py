@@ -14,12 +14,12 @@ import attacks
 import pytest
 from corpus import release_stubs
 
-from autograder import sandbox as sandbox_module
-from autograder.examples import solutions
-from autograder.grading import _run_check
-from autograder.registry import BY_GRADE_ID, COMPONENTS, GRADER_SEED, Check
-from autograder.sandbox import Limits, Sandbox, SandboxHost
-from autograder.variants import PROBE_NOT_FROZEN, TRAIN_NO_ZERO_GRAD
+from autograder.boundary import sandbox as sandbox_module
+from autograder.course.examples import solutions
+from autograder.checks.grading import _run_check
+from autograder.checks.registry import BY_GRADE_ID, COMPONENTS, GRADER_SEED, Check
+from autograder.boundary.sandbox import Limits, Sandbox, SandboxHost
+from autograder.course.variants import PROBE_NOT_FROZEN, TRAIN_NO_ZERO_GRAD
 from simclr_helpers import checks
 
 LIMITS = Limits(check_timeout_s=60, startup_timeout_s=60, memory_mb=2048)

@@ -14,10 +14,10 @@ import pytest
 from nbgrader.api import Gradebook
 
 import attacks
-from autograder.examples import filled_release, solutions
+from autograder.course.examples import filled_release, solutions
 import autograder.grade
 from autograder.grade import ASSIGNMENT, NOTEBOOK, grade, main, print_table
-from autograder.sandbox import Limits
+from autograder.boundary.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())

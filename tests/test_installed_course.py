@@ -22,7 +22,7 @@ import importlib, os, sys
 
 def nt_xent(z_i, z_j, temperature=0.5):
     found = []
-    for module in ("reference.loss", "autograder.hidden_checks", "autograder.loss_checks", "bench.run"):
+    for module in ("reference.loss", "autograder.checks.hidden_checks", "autograder.checks.loss_checks", "bench.run"):
         try:
             importlib.import_module(module)
             found.append(module)
@@ -30,7 +30,7 @@ def nt_xent(z_i, z_j, temperature=0.5):
             pass
     for folder in [p for p in sys.path if p.endswith("-packages")]:
         for top, dirs, files in os.walk(folder):
-            for name in ("hidden_checks.py", "nbgrader_plugin.py", "loss.py", "RECORD"):
+            for name in ("hidden_checks.py", "plugin.py", "loss.py", "RECORD"):
                 path = os.path.join(top, name)
                 if name in files and os.path.getsize(path) and "nt_xent" in open(path, errors="replace").read():
                     found.append(path)
@@ -39,8 +39,8 @@ def nt_xent(z_i, z_j, temperature=0.5):
 SCRIPT = textwrap.dedent('''
     import sys, torch
     import autograder
-    from autograder import isolation
-    from autograder.sandbox import Limits, Sandbox
+    from autograder.boundary import isolation
+    from autograder.boundary.sandbox import Limits, Sandbox
     assert "/site-packages/autograder" in autograder.__file__, autograder.__file__
     if sys.argv[1] == "unhidden":
         isolation.course_files = lambda: ()
@@ -68,7 +68,7 @@ def installed_python(tmp_path_factory) -> Path:
     (site / "course-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
                     "--target", str(site), str(source)], check=True)
-    assert (site / "autograder" / "hidden_checks.py").is_file() and (site / "reference" / "loss.py").is_file()
+    assert (site / "autograder" / "checks" / "hidden_checks.py").is_file() and (site / "reference" / "loss.py").is_file()
     return python
 
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autograder import loss_checks
+from autograder.checks import loss_checks
 from broken_losses import BROKEN_LOSSES
 from reference import nt_xent
 

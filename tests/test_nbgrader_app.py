@@ -1,4 +1,4 @@
-"""nbgrader's commands in the grading process (autograder/nbgrader_app.py), feedback in groups of students at once, by
+"""nbgrader's commands in the grading process (autograder/nbgrader_ext/app.py), feedback in groups of students at once, by
 the course's FeedbackExporter: the same files, gradebook and log as nbgrader's own processes with nbconvert's
 HTMLExporter."""
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pytest
 from nbgrader.api import Gradebook
 
 import autograder.grade
-import autograder.nbgrader_app
-from autograder.examples import filled_release, solutions
+import autograder.nbgrader_ext.app
+from autograder.course.examples import filled_release, solutions
 from autograder.grade import (ASSIGNMENT, NOTEBOOK, _feedback_commands, feedback_options,
                               feedback_template_options)
-from autograder.grading import answer_cells, digest
-from autograder.nbgrader_app import run_nbgrader, run_nbgrader_at_once
-from autograder.registry import GRADE_IDS
-from autograder.release import nbgrader
+from autograder.checks.grading import answer_cells, digest
+from autograder.nbgrader_ext.app import run_nbgrader, run_nbgrader_at_once
+from autograder.checks.registry import GRADE_IDS
+from autograder.course.nbgrader_commands import nbgrader
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENTS = ("ann", "bob", "cy", "dee", "eve", "fay")
@@ -149,15 +149,15 @@ def test_a_failing_command_gives_its_status_and_nbgrader_s_log(generated):
 
 
 def test_inside_another_jupyter_application_a_command_runs_in_a_new_process(generated, monkeypatch):
-    import autograder.release
+    import autograder.course.nbgrader_commands as nbgrader_commands
     from traitlets.config import Application
 
     class Kernel(Application):
         pass
 
     started = []
-    new_process = autograder.release.nbgrader
-    monkeypatch.setattr(autograder.release, "nbgrader", lambda *args: started.append(args) or new_process(*args))
+    new_process = nbgrader_commands.nbgrader
+    monkeypatch.setattr(nbgrader_commands, "nbgrader", lambda *args: started.append(args) or new_process(*args))
     kernel = Kernel.instance()
     try:
         done = run_nbgrader(["db", "student", "list"], generated)
@@ -191,7 +191,7 @@ def _dies_on_the_second(args: list[str], course_root: Path):
 def test_a_forked_process_that_dies_gives_an_error_not_a_hang(generated, monkeypatch):
     if threading.active_count() > 1:
         pytest.skip("this process runs other threads: nothing would be forked (and the test would exit here)")
-    monkeypatch.setattr(autograder.nbgrader_app, "run_nbgrader", _dies_on_the_second)
+    monkeypatch.setattr(autograder.nbgrader_ext.app, "run_nbgrader", _dies_on_the_second)
     listing = ["db", "student", "list"]
     done = run_nbgrader_at_once([listing, [*listing, "second"]], generated)
     assert done.returncode == 1 and "died" in done.stderr, done

@@ -16,7 +16,7 @@ from nbgrader.validator import Validator
 from traitlets.config import Config
 
 import reference
-from autograder.release import generate_release
+from autograder.course.nbgrader_commands import generate_release
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "source" / "simclr"

@@ -6,13 +6,13 @@ import dataclasses
 import attacks
 from corpus import release_stubs
 
-from autograder.examples import solutions
-from autograder.integrity import CodeSnapshot
-from autograder.jobs import Job
-from autograder.pool import budget_s, local_pool
-from autograder.registry import COMPONENTS, CHECKS
-from autograder.sandbox import Limits
-from autograder.training_run import TrainingRunSettings
+from autograder.course.examples import solutions
+from autograder.boundary.integrity import CodeSnapshot
+from autograder.course.jobs import Job
+from autograder.course.pool import budget_s, local_pool
+from autograder.checks.registry import COMPONENTS, CHECKS
+from autograder.boundary.sandbox import Limits
+from autograder.checks.training_run import TrainingRunSettings
 
 LIMITS = Limits(check_timeout_s=5, startup_timeout_s=10, memory_mb=2048, sandbox=attacks.sandbox_mode())
 NO_RUN = TrainingRunSettings(device="cuda-that-is-not-here")

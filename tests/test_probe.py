@@ -80,8 +80,8 @@ def test_the_probe_checks_keep_the_encoders_mode():
     (also) in eval mode; a probe that puts the mode back passes both."""
     import pytest
 
-    from autograder import hidden_checks
-    from autograder.variants import PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_OWN_LOOP
+    from autograder.checks import hidden_checks
+    from autograder.course.variants import PROBE_MODE_ALWAYS_TRAIN, PROBE_MODE_NOT_RESTORED, PROBE_OWN_LOOP
     from simclr_helpers import checks
     checks.check_linear_probe(_probe_student(PROBE_OWN_LOOP))
     hidden_checks.linear_probe(_probe_student(PROBE_OWN_LOOP))

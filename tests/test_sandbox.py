@@ -16,10 +16,12 @@ import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from autograder import cgroups, examples, isolation
-from autograder.grading import Hosts, answer_cells, grade_cells, grade_training_run
-from autograder.sandbox import GraderError, Limits, Sandbox, SandboxHost
-from autograder.training_run import TrainingRunSettings
+from autograder.boundary import cgroups
+from autograder.course import examples
+from autograder.boundary import isolation
+from autograder.checks.grading import Hosts, answer_cells, grade_cells, grade_training_run
+from autograder.boundary.sandbox import GraderError, Limits, Sandbox, SandboxHost
+from autograder.checks.training_run import TrainingRunSettings
 from simclr_helpers.checks import StudentCodeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +83,7 @@ def test_answer_cells_take_what_they_use_from_the_students_other_cells():
 
 def test_a_correct_loss_with_its_helper_in_the_cell_above_gets_full_marks():
     """Through the real grading path: the answer cells of the saved notebook, every check in the sandbox."""
-    from autograder.variants import LOSS_WITH_HELPER, POSITIVE_TARGETS
+    from autograder.course.variants import LOSS_WITH_HELPER, POSITIVE_TARGETS
     nb = examples.with_cell_above(examples.filled_release({**examples.solutions(), "nt_xent": LOSS_WITH_HELPER}),
                                   "nt_xent", POSITIVE_TARGETS)
     cells = answer_cells(nbformat.reads(json.dumps(nb), as_version=4))
@@ -162,7 +164,7 @@ def test_the_course_packages_are_not_importable_in_the_student_process():
 
 
 def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
-    from autograder.registry import COMPONENTS
+    from autograder.checks.registry import COMPONENTS
     solutions = examples.solutions()
     cells = [(name, solutions[name]) for name in COMPONENTS]
     tiny = dict(preset="grading", overrides={"epochs": 1, "pretrain_fraction": 0.01}, device="cpu",
@@ -177,7 +179,7 @@ def test_training_run_mechanism_on_a_cpu_budget(cifar_dir):
 
 def test_without_the_device_the_run_follows_the_component_checks():
     from corpus import BROKEN
-    from autograder.registry import COMPONENTS
+    from autograder.checks.registry import COMPONENTS
     settings = TrainingRunSettings(device="cuda-that-is-not-here", without_device="follow_checks")
     solutions, hosts = examples.solutions(), Hosts()
     with contextlib.closing(hosts):
@@ -190,7 +192,7 @@ def test_without_the_device_the_run_follows_the_component_checks():
 
 
 def test_a_training_run_without_data_stops_before_grading(monkeypatch, tmp_path):
-    from autograder.training_run import preflight
+    from autograder.checks.training_run import preflight
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(SystemExit, match="needs CIFAR-10"):
         preflight(TrainingRunSettings(device="cpu"))
@@ -504,8 +506,8 @@ def test_a_student_process_that_stops_reading_costs_one_time_limit():
 
 
 def test_a_train_epoch_that_never_reads_the_course_loss_costs_one_time_limit():
-    from autograder.grading import _run_check
-    from autograder.registry import BY_GRADE_ID
+    from autograder.checks.grading import _run_check
+    from autograder.checks.registry import BY_GRADE_ID
     limits = dataclasses.replace(FAST, check_timeout_s=5, overload_factor=2)
     cells = list({**examples.solutions(), "train_epoch": STOP_READING_THE_COURSE_LOSS}.items())
     check, results = BY_GRADE_ID["test_train_epoch"], []
@@ -553,7 +555,7 @@ def test_the_wire_refuses_what_would_cost_or_break_the_grader_later(header):
 
 
 def test_a_course_loss_request_of_any_form_is_refused_as_a_reply_error():
-    from autograder import replies
+    from autograder.boundary import replies
     request = {"course_loss": {"z_i": torch.ones(2, 3), "z_j": torch.ones(2, 3), "temperature": 10**400}}
     with pytest.raises(replies.ReplyError):
         replies.check_course_loss(request)

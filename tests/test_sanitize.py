@@ -24,8 +24,8 @@ from nbformat.v4 import new_markdown_cell, new_raw_cell
 from traitlets.config import Config
 
 from autograder.grade import ASSIGNMENT, NOTEBOOK, course_config, feedback_template_options
-from autograder.release import nbgrader
-from autograder.sanitize import SanitizeCells, sanitize_markdown
+from autograder.course.nbgrader_commands import nbgrader
+from autograder.nbgrader_ext.sanitize import SanitizeCells, sanitize_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "PWNED"    # every payload adds a word with it to document.title
@@ -151,8 +151,8 @@ def feedback_page(nb: nbformat.NotebookNode) -> str:
 
 def test_the_course_config_sanitises_last_in_autograde():
     names = list(course_config(ROOT).Autograde.sanitize_preprocessors)
-    assert names[-1] == "autograder.sanitize.SanitizeCells", names
-    assert names[:-1] == ["autograder.nbgrader_plugin.KeepPlainOutputs", "nbgrader.preprocessors.DeduplicateIds",
+    assert names[-1] == "autograder.nbgrader_ext.sanitize.SanitizeCells", names
+    assert names[:-1] == ["autograder.nbgrader_ext.plugin.KeepPlainOutputs", "nbgrader.preprocessors.DeduplicateIds",
                           "nbgrader.preprocessors.OverwriteKernelspec", "nbgrader.preprocessors.OverwriteCells",
                           "nbgrader.preprocessors.CheckCellMetadata"]
 
@@ -216,8 +216,8 @@ def test_a_cell_with_markup_keeps_its_look_less_what_runs():
 def course(tmp_path_factory) -> Path:
     """A course folder with two submissions (the release; the attacked release), autograded and given feedback by
     nbgrader itself with the course's config; the checks' results are written ahead, so no check runs."""
-    from autograder.grading import answer_cells, digest
-    from autograder.registry import GRADE_IDS
+    from autograder.checks.grading import answer_cells, digest
+    from autograder.checks.registry import GRADE_IDS
     root = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns(".hypothesis", "__pycache__"))
     shutil.copy(ROOT / "nbgrader_config.py", root)

@@ -22,9 +22,9 @@ from nbgrader.api import Gradebook
 
 import attacks
 from autograder.grade import ASSIGNMENT, NOTEBOOK, grade
-from autograder.gradebook import database_url
-from autograder.release import generate_release
-from autograder.sandbox import Limits
+from autograder.course.gradebook import database_url
+from autograder.course.nbgrader_commands import generate_release
+from autograder.boundary.sandbox import Limits
 from corpus import CORPUS, ROOT, Submission, write_corpus
 from servers import dask_cluster, free_port, postgres_server
 

@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbconvert.filters import strip_ansi
 
-from autograder.examples import filled_release, solutions, with_cell_above
-from autograder.variants import (AUGMENT_NO_JITTER, LOSS_NO_L2, LOSS_TAU_MULTIPLIED, LOSS_WITH_HELPER,
+from autograder.course.examples import filled_release, solutions, with_cell_above
+from autograder.course.variants import (AUGMENT_NO_JITTER, LOSS_NO_L2, LOSS_TAU_MULTIPLIED, LOSS_WITH_HELPER,
                                  POSITIVE_TARGETS, PROBE_TRAIN_MODE, TRAIN_LAST_LOSS, TRAIN_NO_ZERO_GRAD)
 from simclr_helpers import checks, definitions, selfcheck
 
@@ -138,9 +138,9 @@ def test_the_grader_never_runs_the_self_check_and_says_so(tmp_path):
     """Autograde gives the 0-point self-check cell a note, not a NotGraded error, and no point is at stake."""
     from nbgrader import utils as nbgrader_utils
 
-    from autograder.grading import answer_cells, digest
-    from autograder.nbgrader_plugin import TrustedChecks
-    from autograder.registry import GRADE_IDS, NOT_GRADED
+    from autograder.checks.grading import answer_cells, digest
+    from autograder.nbgrader_ext.plugin import TrustedChecks
+    from autograder.checks.registry import GRADE_IDS, NOT_GRADED
     nb = nbformat.reads(json.dumps(filled_release(solutions())), as_version=4)
     verdicts = {g: {"grade_id": g, "passed": True, "message": "passed", "seconds": 0.0} for g in GRADE_IDS}
     (tmp_path / "s.json").write_text(json.dumps({"digest": digest(answer_cells(nb)), "results": verdicts}))

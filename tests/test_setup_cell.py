@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.release import zip_release
+from autograder.course.nbgrader_commands import zip_release
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / "simclr"

@@ -19,12 +19,12 @@ from nbgrader.api import Gradebook
 
 import attacks
 import autograder.grade
-from autograder import autograde_outcome
-from autograder.examples import filled_release, solutions
+from autograder.nbgrader_ext import autograde_outcome
+from autograder.course.examples import filled_release, solutions
 from autograder.grade import excluded_students, grade
-from autograder.precheck import AssignmentCells, precheck
-from autograder.sandbox import Limits
-from autograder.submissions import ASSIGNMENT, NOTEBOOK, ORIGIN, collect
+from autograder.course.precheck import AssignmentCells, precheck
+from autograder.boundary.sandbox import Limits
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK, ORIGIN, collect
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .cgroups import SandboxCgroup
+from autograder.boundary.cgroups import SandboxCgroup
 
 BACKSTOP_SLACK_S = 5.0
 

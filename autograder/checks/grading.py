@@ -13,10 +13,10 @@ from simclr_helpers import resolve_data_dir
 from simclr_helpers.checks import StudentCodeError
 from simclr_helpers.definitions import graded_cells, name_error_hint
 
-from .integrity import CodeSnapshot
-from .registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
-from .sandbox import GraderError, Limits, Sandbox, SandboxHost
-from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run, will_run
+from autograder.boundary.integrity import CodeSnapshot
+from autograder.checks.registry import CHECKS, COMPONENTS, TRAINING_RUN_ID, Check
+from autograder.boundary.sandbox import GraderError, Limits, Sandbox, SandboxHost
+from autograder.checks.training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, device_available, training_run, will_run
 
 
 @dataclass

@@ -16,11 +16,11 @@ from pathlib import Path
 import simclr_helpers
 
 PACKAGES = {
-    "autograder": Path(__file__).resolve().parent,
-    "reference": Path(__file__).resolve().parent.parent / "reference",
+    "autograder": Path(__file__).resolve().parents[1],
+    "reference": Path(__file__).resolve().parents[2] / "reference",
     "simclr_helpers": Path(simclr_helpers.__file__).resolve().parent,
 }
-WORKER = "autograder/worker.py"
+WORKER = "autograder/boundary/worker.py"
 
 
 class GraderTampered(RuntimeError):

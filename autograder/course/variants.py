@@ -8,7 +8,7 @@ tell them apart.
 """
 from __future__ import annotations
 
-from .examples import ZERO_GRAD_MISSING
+from autograder.course.examples import ZERO_GRAD_MISSING
 
 # --- nt_xent ---------------------------------------------------------------------------------------------
 

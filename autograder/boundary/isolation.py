@@ -21,7 +21,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-COURSE_ROOT = Path(__file__).resolve().parent.parent
+COURSE_ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "simclr_course"   # this repository's distribution name, as its .dist-info folder spells it
 
 MODES = ("bwrap", "none")

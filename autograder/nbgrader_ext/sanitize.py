@@ -48,7 +48,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 
 if not MISTUNE_V3:   # mistune 2 passes link() and image() their arguments in another order than _Renderer reads
-    raise ImportError("autograder.sanitize needs mistune 3 (pip install 'mistune>=3,<4')")
+    raise ImportError("autograder.nbgrader_ext.sanitize needs mistune 3 (pip install 'mistune>=3,<4')")
 
 RASTER_TYPES = ("image/png", "image/jpeg", "image/gif")
 PLAIN_SCHEMES = frozenset({"http", "https", "mailto"})

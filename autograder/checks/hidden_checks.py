@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from simclr_helpers import CIFAR10_MEAN, CIFAR10_STD
 from simclr_helpers import checks as ops
 
-from . import loss_checks
+from autograder.checks import loss_checks
 
 # Shrinking is off: the first failing example goes into the feedback, and a broken function costs no more time.
 GRADING = settings(derandomize=True, database=None, deadline=None, print_blob=False,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 
-from .release import COURSE_ROOT
+from autograder.course.nbgrader_commands import COURSE_ROOT
 
 NOTEBOOK = Path("simclr") / "simclr_lab.ipynb"
 

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .submissions import ASSIGNMENT, NOTEBOOK
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK
 
 _RECORD = re.compile(r"^\[(?P<app>[^|\]]+) \| (?P<level>[A-Z]+)\] (?P<message>.*)$")
 _FAILED_AT = re.compile(r"There was an error processing assignment: (?P<folder>.+)$")

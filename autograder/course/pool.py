@@ -13,12 +13,12 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Iterator
 
-from .cgroups import remove_leftovers
-from .cpu_clock import BACKSTOP_SLACK_S
-from .integrity import CodeSnapshot
-from .jobs import PROCESS_HOSTS, Job, Outcome, grade_job
-from .registry import CHECKS
-from .training_run import will_run
+from autograder.boundary.cgroups import remove_leftovers
+from autograder.boundary.cpu_clock import BACKSTOP_SLACK_S
+from autograder.boundary.integrity import CodeSnapshot
+from autograder.course.jobs import PROCESS_HOSTS, Job, Outcome, grade_job
+from autograder.checks.registry import CHECKS
+from autograder.checks.training_run import will_run
 
 MARGIN_S = 120.0
 FINISH_S = 10.0   # how long a worker told to stop may take to close its sandbox

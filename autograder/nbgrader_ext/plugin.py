@@ -23,11 +23,11 @@ import dataclasses
 
 from traitlets import Bool, Enum, Float, Int, Unicode
 
-from . import isolation
-from .grading import answer_cells, digest, grade_cells
-from .registry import NOT_GRADED
-from .sandbox import Limits
-from .training_run import TrainingRunSettings
+from autograder.boundary import isolation
+from autograder.checks.grading import answer_cells, digest, grade_cells
+from autograder.checks.registry import NOT_GRADED
+from autograder.boundary.sandbox import Limits
+from autograder.checks.training_run import TrainingRunSettings
 
 HIDDEN_NOTE = "# (hidden tests: run by the grader; their result is below)"
 

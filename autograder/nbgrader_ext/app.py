@@ -77,7 +77,7 @@ def run_nbgrader(args: list[str], course_root: Path) -> subprocess.CompletedProc
     from jupyter_core.application import NoStart
     from nbgrader.apps import NbGraderApp
     from traitlets.config import Application
-    from .release import nbgrader
+    from autograder.course.nbgrader_commands import nbgrader
     if Application.initialized():
         return nbgrader(args, course_root)
     argv = [*args, f"--CourseDirectory.root={course_root}"]

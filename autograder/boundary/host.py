@@ -22,9 +22,9 @@ from typing import Any
 
 from simclr_helpers import wire
 
-from . import isolation
-from .cgroups import SandboxCgroup
-from .integrity import CodeSnapshot, grader_code
+from autograder.boundary import isolation
+from autograder.boundary.cgroups import SandboxCgroup
+from autograder.boundary.integrity import CodeSnapshot, grader_code
 
 CONTROL_MESSAGE_BYTES = 2**16
 FORK_TIMEOUT_S = 60.0   # a booted zygote forks in milliseconds; this only waits out an overloaded machine

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from simclr_helpers import checks as visible
 
-from . import hidden_checks as hidden
+from autograder.checks import hidden_checks as hidden
 
 COMPONENTS = ("get_augmentations", "ProjectionHead", "nt_xent", "train_epoch", "linear_probe")
 # The visible checks run on other inputs than the notebook's (seed 0), so hard-coded answers do not pass.
@@ -58,7 +58,7 @@ def run_in_kernel(grade_id: str, namespace: dict) -> None:
     """
     from simclr_helpers.checks import InKernel, StudentCodeError
 
-    from .training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, training_run
+    from autograder.checks.training_run import RUN_COMPONENT_CELLS, TrainingRunSettings, training_run
     student = InKernel(namespace)
     try:
         if grade_id == TRAINING_RUN_ID:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import nbformat
 
-from .grading import answer_cells
-from .registry import CHECKS
-from .submissions import ASSIGNMENT, NOTEBOOK
+from autograder.checks.grading import answer_cells
+from autograder.checks.registry import CHECKS
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK
 
 FRESH_COPY = "The student should copy the answers into a fresh copy of the released notebook and submit again."
 

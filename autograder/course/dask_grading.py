@@ -22,14 +22,14 @@ import socket
 import uuid
 from typing import Iterator
 
-from .integrity import CodeSnapshot
-from .jobs import Job, Outcome, grade_job, train_job
-from .training_run import TrainingRunSettings
+from autograder.boundary.integrity import CodeSnapshot
+from autograder.course.jobs import Job, Outcome, grade_job, train_job
+from autograder.checks.training_run import TrainingRunSettings
 
 WAIT_FOR_WORKERS_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 HOW_TO_START = ("start one with `dask scheduler --port 8786` and workers with `dask worker tcp://HOST:8786 "
-                "--nthreads 1` (see autograder/dask_grading.py), or leave out --scheduler to grade on this machine")
+                "--nthreads 1` (see autograder/course/dask_grading.py), or leave out --scheduler to grade on this machine")
 
 
 def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):

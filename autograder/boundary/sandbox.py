@@ -15,11 +15,11 @@ from typing import Any
 from simclr_helpers import wire
 from simclr_helpers.checks import WATCHED, StudentCodeError
 
-from . import replies
-from .cpu_clock import CheckClock, CpuLimitReached, Stopwatch
-from .host import GraderError, SandboxHost
-from .integrity import CodeSnapshot
-from .shared_state import SharedState
+from autograder.boundary import replies
+from autograder.boundary.cpu_clock import CheckClock, CpuLimitReached, Stopwatch
+from autograder.boundary.host import GraderError, SandboxHost
+from autograder.boundary.integrity import CodeSnapshot
+from autograder.boundary.shared_state import SharedState
 
 __all__ = ["GraderError", "Limits", "Sandbox", "SandboxHost"]
 

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import isolation
-from .grading import Hosts, digest, grade_cells, grade_training_run
-from .integrity import CodeSnapshot, GraderTampered, verify_unchanged
-from .registry import TRAINING_RUN_ID
-from .sandbox import GraderError, Limits
-from .training_run import TrainingRunSettings, data_problem
+from autograder.boundary import isolation
+from autograder.checks.grading import Hosts, digest, grade_cells, grade_training_run
+from autograder.boundary.integrity import CodeSnapshot, GraderTampered, verify_unchanged
+from autograder.checks.registry import TRAINING_RUN_ID
+from autograder.boundary.sandbox import GraderError, Limits
+from autograder.checks.training_run import TrainingRunSettings, data_problem
 
 Outcome = tuple[str, "dict | str", float]   # (student, {"digest", "results"} or "not graded: why", seconds)
 
