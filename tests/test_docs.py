@@ -37,7 +37,7 @@ EXTERNAL = ("jupyterhub_config.py", "cifar10-jpeg.tar.gz", "train/<class>/*.jpg"
 # Flags of other programs that the documents quote alone: bubblewrap's, `dask worker`'s.
 OTHER_PROGRAMS_FLAGS = frozenset({"--die-with-parent", "--nthreads", "--nworkers", "--resources", "--help"})
 # Configuration sections the course reads as plain settings (no traitlets class): where their fields are defined.
-SETTINGS_SECTIONS = {"TrainingRun": ("autograder.training_run", "TrainingRunSettings")}
+SETTINGS_SECTIONS = {"TrainingRun": ("autograder.checks.training_run", "TrainingRunSettings")}
 # Configuration of other programs that the documents quote: JupyterHub's.
 OTHER_PROGRAMS_SECTIONS = frozenset({"Spawner"})
 # A flag of a measurement's command that the tool has dropped since; the record it produced stays quoted.
@@ -299,7 +299,11 @@ def probe(modules: list[str], dotted: list[str], settings: list[str]) -> dict:
             section, key = setting.split(".")
             if section in SETTINGS_SECTIONS:
                 module, name = SETTINGS_SECTIONS[section]
-                known = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+                try:
+                    known = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+                except (ImportError, AttributeError) as error:
+                    result["settings"][setting] = f"{module}.{name}, where {section}'s fields are, is gone: {error}"
+                    continue
             else:
                 known = {trait for cls in classes.get(section, []) for trait in cls.class_traits(config=True)}
             result["settings"][setting] = None if key in known else (
