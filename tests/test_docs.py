@@ -26,14 +26,16 @@ DOCS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 # Tolerated as missing until they land: remove an entry once its file is committed.
 PENDING_DOCS = frozenset({"docs/grading-service.md", "docs/ci-results.md", "docs/class-report.md"})
 
-# What the course makes when it runs (git-ignored): a document may name it before it exists.
-GENERATED = ("grades/", "submitted/", "autograded/", "feedback/", "graded_answers/", "exchange/", "data/", "dist/",
-             "demo/", ".venv/", "autograder/calibration/", "calibration/", "gradebook.db", ".grading.lock",
-             ".plain-folder-file")
-# Files outside this repository that the documents name: JupyterHub's configuration, the CIFAR-10 archive and
-# the ImageFolder layout inside it, the release zip as students receive it, students' files in an example.
-EXTERNAL = ("jupyterhub_config.py", "cifar10-jpeg.tar.gz", "train/<class>/*.jpg", "test/<class>/*.jpg", "simclr.zip",
-            "victim.ipynb", "victim_.ipynb")
+# What the course makes when it runs may be named before it exists: every path .gitignore ignores (grades/,
+# submitted/, exchange/, dist/, gradebook.db, ...), and these, which it does not: the CIFAR-10 folder (a link in
+# some checkouts) and the calibration records (committed once measured).
+GENERATED = ("data/", "autograder/calibration/", "calibration/")
+# Files outside this repository that the documents name: JupyterHub's configuration, the ImageFolder layout of
+# the CIFAR-10 copy, students' notebooks in an example.
+EXTERNAL = ("jupyterhub_config.py", "train/<class>/*.jpg", "test/<class>/*.jpg", "victim.ipynb", "victim_.ipynb")
+# A bare file name (no folder) is checked when it is code the repository must hold; a bare data or output name
+# (`grades.csv`, `report.html`) is what a command writes, wherever it is told to.
+CODE_SUFFIXES = (".py", ".ipynb", ".sh", ".toml", ".j2")
 # Flags of other programs that the documents quote alone: bubblewrap's, `dask worker`'s.
 OTHER_PROGRAMS_FLAGS = frozenset({"--die-with-parent", "--nthreads", "--nworkers", "--resources", "--help"})
 # Configuration sections the course reads as plain settings (no traitlets class): where their fields are defined.
@@ -43,8 +45,6 @@ OTHER_PROGRAMS_SECTIONS = frozenset({"Spawner"})
 # A flag of a measurement's command that the tool has dropped since; the record it produced stays quoted.
 RETIRED_FLAGS = frozenset({("bench.grading", "--isolate")})
 
-PATH_SUFFIXES = (".py", ".md", ".json", ".png", ".ipynb", ".sh", ".toml", ".csv", ".db", ".log", ".j2", ".gz", ".zip",
-                 ".html", ".lock")
 PACKAGES = ("autograder", "reference", "bench", "simclr_helpers")
 
 
@@ -99,10 +99,13 @@ def _commands(doc: str, line: str) -> list[Command]:
 
 
 def _looks_like_path(span: str) -> bool:
-    """A file or folder of the repository as written, not a command, an absolute path, a URL or an expression."""
-    if re.search(r"\s|://|[()=,:@]", span) or span.startswith(("-", "/", "~", "$")):
+    """A file or folder of the repository as written (``<name>`` placeholders, ``*`` and an optional ``[part]``
+    allowed): not a command, an absolute path, a URL, an expression, or a path under a placeholder root."""
+    if not re.fullmatch(r"[\w.][\w.\-*/\[\]]*", re.sub(r"<[\w .\-]+>", "x", span)) or span.startswith("<"):
         return False
-    return "/" in span or span.endswith(PATH_SUFFIXES)
+    if "/" not in span:
+        return span.endswith(CODE_SUFFIXES)
+    return True
 
 
 def slug(heading: str) -> str:
@@ -162,8 +165,20 @@ def _expand(path: str) -> list[str]:
         if options else [path]
 
 
+@lru_cache(maxsize=None)
+def ignored_by_git(path: str) -> bool:
+    """Whether .gitignore ignores ``path`` (a placeholder standing for any name)."""
+    try:
+        done = subprocess.run(["git", "check-ignore", "-q", "--no-index", re.sub(r"<[^>]*>", "x", path)], cwd=ROOT,
+                              capture_output=True)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
 def path_exists(path: str) -> bool:
-    """A written path names a file or folder of the repository (relative to its root, or the tail of one)."""
+    """A written path names a file or folder of the repository (relative to its root, or the tail of one), or one
+    the course generates."""
     if path.startswith(GENERATED) or path in EXTERNAL or path.startswith("../"):
         return True
     names = repository_names()
@@ -171,7 +186,7 @@ def path_exists(path: str) -> bool:
         if pattern in names or any(fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*/" + pattern)
                                    for name in names):
             return True
-    return False
+    return ignored_by_git(path)
 
 
 def missing_paths(names: Names) -> list[str]:
@@ -287,9 +302,15 @@ def probe(modules: list[str], dotted: list[str], settings: list[str]) -> dict:
 
         from traitlets.config import Configurable
         # the course's classes that nbgrader_config.py names (the preprocessors), and nbgrader's
-        named = re.findall(r"[\"'](autograder(?:\.\w+)+)\.\w+[\"']", (ROOT / "nbgrader_config.py").read_text())
-        for package in (*named, "autograder.grade", "nbgrader.apps", "nbgrader.preprocessors", "nbgrader.exchange"):
-            importlib.import_module(package)
+        # and the documented commands' own (a command's Configurable, e.g. a service's settings)
+        config_file = (ROOT / "nbgrader_config.py").read_text()
+        named = re.findall(r"[\"'](autograder(?:\.\w+)+)\.\w+[\"']", config_file)
+        ours = [m for m in modules if m.split(".")[0] in PACKAGES and not result["modules"][m]["error"]]
+        for package in (*named, *ours, "nbgrader.apps", "nbgrader.preprocessors", "nbgrader.exchange"):
+            try:
+                importlib.import_module(package)
+            except Exception:   # a command that does not import is reported with its --help
+                pass
         classes, stack = {}, [Configurable]
         while stack:
             for sub in stack.pop().__subclasses__():
@@ -413,6 +434,7 @@ bash setup.sh --no-such-option
 ```
 
 See `autograder/no_such_module.py`, `bench/records/<name>.json`, `grades/<student>.json`, `gone_file.py`,
+`no_such_folder/report.html`, `demo/grades/`, `grades.csv`, `<c.Exchange.root>/<course_id>/inbound`,
 `autograder.grade.no_such_function`, `--no-such-switch`, `--workers 2`, `c.TrustedChecks.no_such_limit`,
 `c.TrainingRun.no_such_budget = 1`, `c.NoSuchApp.timeout`, `c.TrustedChecks.memory_mb`, [a page](no_such_page.md), [a heading](../README.md#no-such-heading)
 and [here](#a-page).
@@ -425,13 +447,15 @@ def test_a_missing_module_flag_script_path_name_or_link_is_reported(probed):
                      "`python -m autograder.grade --no-such-flag`: --help lists no --no-such-flag",
                      "`bash no_such_script.sh` names no script", "the script has no --no-such-option",
                      "`autograder/no_such_module.py` is no file", "`gone_file.py` is no file",
+                     "`no_such_folder/report.html` is no file",
                      "`autograder.grade.no_such_function`: autograder.grade has no no_such_function",
                      "(no_such_page.md) leads to no file", "`c.TrustedChecks.no_such_limit`: TrustedChecks has no",
                      "`c.TrainingRun.no_such_budget`: TrainingRun has no", "`c.NoSuchApp.timeout`: no configurable",
                      "`--no-such-switch` is a flag of no documented command", "(../README.md#no-such-heading) names no heading"):
         assert expected in problems, f"not reported: {expected}\n{problems}"
     # A placeholder that matches committed files, a generated folder and an anchor of the page itself pass.
-    for fine in ("bench/records/<name>.json", "grades/<student>.json", "(#a-page)", "`--workers`", "memory_mb"):
+    for fine in ("bench/records/<name>.json", "grades/<student>.json", "(#a-page)", "`--workers`", "memory_mb",
+                 "demo/grades/", "grades.csv", "inbound"):
         assert fine not in problems
 
 
