@@ -151,7 +151,8 @@ def sandbox_mode() -> str:
     return os.environ.get("SANDBOX_UNDER_TEST", "bwrap")
 
 
-COURSE_FILES = ("autograder", "reference", "source", "release", "tests", "bench", "nbgrader_config.py",
+COURSE_FILES = ("autograder", "reference", "source", "release", "tests", "bench", "docs", "examples", ".ci",
+                "nbgrader_config.py",
                 "pyproject.toml", "README.md", "setup.sh")
 CACHES = {"__pycache__", ".hypothesis", ".ipynb_checkpoints", ".pytest_cache"}
 
