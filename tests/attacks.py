@@ -152,8 +152,7 @@ def sandbox_mode() -> str:
 
 
 COURSE_FILES = ("autograder", "reference", "source", "release", "tests", "bench", "docs", "examples", ".ci",
-                "nbgrader_config.py",
-                "pyproject.toml", "README.md", "setup.sh")
+                "nbgrader_config.py", "pyproject.toml", "README.md", "setup.sh")
 CACHES = {"__pycache__", ".hypothesis", ".ipynb_checkpoints", ".pytest_cache"}
 
 
