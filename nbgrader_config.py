@@ -15,8 +15,9 @@ c.CourseDirectory.release_directory = "release"
 # the students' Assignment List (fetch, submit) share. On one machine it is exchange/ in the course root, made here;
 # on a JupyterHub every user's server must see the same folder, writable by all (nbgrader's default
 # /usr/local/share/nbgrader/exchange, or a shared volume): set NBGRADER_EXCHANGE to it in the instructor's
-# environment, and c.Exchange.root in the students' nbgrader config (README, "The exchange"). Without one that exists,
-# the formgrader warns "The exchange directory ... does not exist" and its Release and Collect buttons do nothing.
+# environment, and c.Exchange.root in the students' nbgrader config (docs/instructors-guide.md, "The exchange").
+# Without one that exists, the formgrader warns "The exchange directory ... does not exist" and its Release and
+# Collect buttons do nothing.
 c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE") or os.path.join(COURSE_ROOT, "exchange")
 if not os.environ.get("NBGRADER_EXCHANGE") and not os.path.isdir(c.Exchange.root):
     try:

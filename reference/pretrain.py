@@ -26,7 +26,7 @@ from .train import train_epoch
 
 @dataclass
 class PretrainConfig:
-    """Everything that decides a run's result; the defaults are the CPU run measured in the README."""
+    """Everything that decides a run's result; the defaults are the CPU run measured in docs/benchmark.md."""
     encoder: str = "small_cnn"
     fraction: float = 0.1          # class-balanced share of the training set used for pretraining (seed 003)
     probe_fraction: float = 0.2    # share of the training set the linear probe is trained on

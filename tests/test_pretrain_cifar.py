@@ -8,7 +8,7 @@ from reference.pretrain import PretrainConfig, run
 
 MEASUREMENTS = Path(__file__).resolve().parent.parent / "reference" / "measurements"
 # Margin over the random-init probe, in accuracy points. Measured with the default config on seeds 0-2
-# (reference/measurements/pretrain_cpu_seed*.json): see the README's "Measured" section.
+# (reference/measurements/pretrain_cpu_seed*.json): see docs/benchmark.md.
 MIN_MARGIN = 0.03
 
 

@@ -110,7 +110,8 @@ def _forbid_keyrings() -> None:
     later check or another submission. Needs no_new_privs (set before)."""
     machine = KEYRING_SYSCALLS.get(os.uname().machine)
     if machine is None:
-        return   # a machine this table does not know: only the fresh session keyring (README, not guaranteed)
+        # a machine this table does not know: only the fresh session keyring (docs/grading-design.md, not guaranteed)
+        return
     code = _keyring_filter(*machine)
 
     class Program(ctypes.Structure):

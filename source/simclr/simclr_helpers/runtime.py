@@ -38,7 +38,7 @@ PRESETS = {
     "gpu": Preset("gpu", "resnet18", pretrain_fraction=0.1, epochs=30, batch_size=256, lr=1e-3, temperature=0.2,
                   probe_fraction=0.2, test_fraction=1.0, probe_epochs=30, tsne_points=2000,
                   experiment_epochs=10, experiment_fraction=0.1, workers=2),
-    # A laptop without a GPU: the small CNN, measured in the README (about 2.5 min of training on 2 cores).
+    # A laptop without a GPU: the small CNN, measured in docs/benchmark.md (about 2.5 min of training on 2 cores).
     "cpu": Preset("cpu", "small_cnn", pretrain_fraction=0.1, epochs=8, batch_size=128, lr=2e-3, temperature=0.2,
                   probe_fraction=0.2, test_fraction=1.0, probe_epochs=30, tsne_points=1000,
                   experiment_epochs=3, experiment_fraction=0.05, workers=2),
