@@ -22,7 +22,7 @@ from pathlib import Path
 from autograder.course.submissions import _folder_name_problem, shown
 
 FUTURE_SLACK = datetime.timedelta(minutes=5)   # clocks of the students' servers may run a little ahead
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"           # fixed width: these strings sort as the times do
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"           # fixed width (see time_text): these strings sort as the times do
 COMPLETE = ("timestamp.txt", "submission_secret.txt")   # nbgrader submit writes them after the notebooks
 
 
@@ -61,7 +61,13 @@ def parse_name(name: str, assignment: str, now: datetime.datetime | None = None)
     now = now or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     if when > now + FUTURE_SLACK:
         return f"{shown(name)}: dated in the future ({when:%Y-%m-%d %H:%M} UTC), it would win over every later submission"
-    return Entry(name, student, when.strftime(TIME_FORMAT))
+    return Entry(name, student, time_text(when))
+
+
+def time_text(when: datetime.datetime) -> str:
+    """``when`` (naive, UTC) in TIME_FORMAT with a 4-digit year: ``strftime`` writes the year 900 as '900', which
+    would sort after '2026' and win over every later submission."""
+    return when.isoformat(sep=" ", timespec="microseconds")
 
 
 def owner_problem(inbound: Path, entry: Entry) -> str:

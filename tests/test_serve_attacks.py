@@ -1,0 +1,72 @@
+"""Attacks of a hostile student on the grading service (autograder/serve.py) through the inbound folder, found by
+trying them: each test fails with the corresponding fix reverted. The grading itself is replaced by a stand-in
+that records which notebook it got (the sandboxed grading is covered by tests/test_serve.py)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_serve import COURSE_ID, course_copy, entry, fake_submission
+
+from autograder import serve
+from autograder.course.grading_queue import GradingQueue
+from autograder.course.inbound import TIME_FORMAT, parse_name, scan
+from autograder.grade import ASSIGNMENT, NOTEBOOK
+
+
+def submission(folder: Path, student: str, text: str, when: str, written_time: str | None = None) -> str:
+    """An inbound entry named for ``when`` whose notebook holds ``text``; ``timestamp.txt`` says ``written_time``
+    (``when`` if None, as nbgrader submit writes it)."""
+    name = f"{student}+{ASSIGNMENT}+{when}"
+    (folder / name).mkdir()
+    (folder / name / f"{NOTEBOOK}.ipynb").write_text(json.dumps({"text": text}))
+    (folder / name / "timestamp.txt").write_text(written_time or when)
+    (folder / name / "submission_secret.txt").write_text("s")
+    return name
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    """A Service on a course copy whose ``grade`` records the notebook it was given (``service.graded_texts``)."""
+    monkeypatch.delenv("NBGRADER_EXCHANGE", raising=False)
+    root = course_copy(tmp_path / "course")
+    (root / "exchange" / COURSE_ID / "inbound").mkdir(parents=True)
+    texts: list[str] = []
+
+    def fake_grade(batch: Path, *args, **kwargs) -> dict:
+        (student,) = os.listdir(batch)
+        texts.append(json.loads((batch / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb").read_text())["text"])
+        return {student: SimpleNamespace(status="graded", score=1.0, max_score=22.0, manual_pending=0,
+                                         feedback=None, error="")}
+
+    monkeypatch.setattr(serve, "grade", fake_grade)
+    made = serve.Service(root)
+    made.graded_texts = texts
+    return made
+
+
+# --- timestamps ---------------------------------------------------------------------------------------------------
+
+def test_a_timestamp_before_the_year_1000_does_not_win_over_later_submissions(tmp_path):
+    """``strftime('%Y')`` writes year 900 as '900', which sorts after '2026' as a string: a submission dated in the
+    year 900 won over every later one (the queue never took the student's, or a victim's, later submissions)."""
+    folder = tmp_path / "inbound"
+    folder.mkdir()
+    ancient = submission(folder, "alice", "ancient", "0900-01-01 00:00:00.000000 UTC")
+    real = fake_submission(folder, "alice", minutes_ago=1)
+    assert scan(folder, ASSIGNMENT).latest["alice"].name == real
+    queue = GradingQueue(tmp_path / "queue.db")
+    assert queue.offer(entry(ancient)) and queue.offer(entry(real)), "a real later submission lost to year 900"
+    parsed = parse_name(ancient, ASSIGNMENT)
+    assert datetime.datetime.strptime(parsed.timestamp, TIME_FORMAT).year == 900
+
+
+def test_a_submission_dated_in_the_year_900_does_not_stop_the_service(service):
+    """Logging its outcome read the timestamp back with ``strptime``, which needs 4 digits: the service died."""
+    submission(service.inbound, "mallory", "old", "0900-01-01 00:00:00.000000 UTC")
+    service.drain()
+    assert [g["status"] for g in service.queue.graded()] == ["graded"]
