@@ -13,6 +13,7 @@ import pytest
 from test_serve import COURSE_ID, course_copy, entry, fake_submission
 
 from autograder import serve
+from autograder.course import inbound
 from autograder.course.grading_queue import GradingQueue
 from autograder.course.inbound import TIME_FORMAT, parse_name, scan
 from autograder.grade import ASSIGNMENT, NOTEBOOK
@@ -70,3 +71,25 @@ def test_a_submission_dated_in_the_year_900_does_not_stop_the_service(service):
     submission(service.inbound, "mallory", "old", "0900-01-01 00:00:00.000000 UTC")
     service.drain()
     assert [g["status"] for g in service.queue.graded()] == ["graded"]
+# --- races ----------------------------------------------------------------------------------------------------------
+
+def test_an_entry_removed_during_the_owner_check_does_not_stop_the_scan(tmp_path, monkeypatch):
+    """With require_owner, the scan read an entry's owner with a second ``lstat``: an entry its student removed in
+    between raised FileNotFoundError out of ``poll`` and stopped the service."""
+    folder = tmp_path / "inbound"
+    folder.mkdir()
+    name = fake_submission(folder, "alice", 1)
+    real_lstat, seen = os.lstat, []
+
+    def racing_lstat(path, *args, **kwargs):
+        result = real_lstat(path, *args, **kwargs)
+        if Path(path).name == name and not seen:   # the student removes it right after the first look
+            seen.append(path)
+            for part in os.listdir(folder / name):
+                os.unlink(folder / name / part)
+            os.rmdir(folder / name)
+        return result
+
+    monkeypatch.setattr(inbound.os, "lstat", racing_lstat)
+    found = scan(folder, ASSIGNMENT, require_owner=True)
+    assert "alice" not in found.latest

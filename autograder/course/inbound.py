@@ -70,9 +70,8 @@ def time_text(when: datetime.datetime) -> str:
     return when.isoformat(sep=" ", timespec="microseconds")
 
 
-def owner_problem(inbound: Path, entry: Entry) -> str:
-    """Why the Unix owner of ``entry`` is not the student it names; empty if it is."""
-    uid = os.lstat(inbound / entry.name).st_uid
+def owner_problem(entry: Entry, uid: int) -> str:
+    """Why ``uid``, the Unix owner of ``entry``, is not the student it names; empty if it is."""
     try:
         owner = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -91,14 +90,15 @@ def scan(inbound: Path, assignment: str, require_owner: bool = False) -> Scan:
             found.skipped[name] = entry
             continue
         try:
-            mode = os.lstat(inbound / name).st_mode
+            status = os.lstat(inbound / name)   # the one look at it: a second could find it removed meanwhile
         except FileNotFoundError:   # removed meanwhile
             continue
+        mode = status.st_mode
         if not stat.S_ISDIR(mode):
             kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
             found.skipped[name] = f"{shown(name)}: {kind}; nbgrader submit makes a folder"
             continue
-        problem = owner_problem(inbound, entry) if require_owner else ""
+        problem = owner_problem(entry, status.st_uid) if require_owner else ""
         if problem:
             found.skipped[name] = problem
             continue
