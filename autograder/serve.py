@@ -31,7 +31,7 @@ from autograder.boundary import isolation
 from autograder.boundary.sandbox import Limits
 from autograder.course.gradebook import database_url, require_reachable
 from autograder.course.grading_queue import GradingQueue, Outcome
-from autograder.course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot
+from autograder.course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot, written_time
 from autograder.course.nbgrader_commands import COURSE_ROOT, scripts_first_on_path
 from autograder.course.submissions import ASSIGNMENT, NOTEBOOK
 from autograder.grade import course_config, course_lock, course_limits, grade
@@ -149,6 +149,9 @@ class Service:
                      self.settings.max_files)
         except RefusedEntry as error:
             return Outcome("error", detail=str(error))
+        if written_time(inbound / entry.name) != entry.timestamp:   # nbgrader submit writes the two alike
+            return Outcome("error", detail=f"{entry.student}: timestamp.txt does not say the time of the entry's "
+                           "name (nbgrader collect would compare every later submission with it)")
         db = f"--CourseDirectory.db_url={self.db_url}"
         with course_lock(self.root):
             collected = run_nbgrader(["collect", ASSIGNMENT, f"--student={entry.student}", "--update",
@@ -156,6 +159,9 @@ class Service:
         notebooks = self.root / "submitted" / entry.student / ASSIGNMENT
         if collected.returncode != 0 or not notebooks.is_dir():
             return Outcome("error", detail=f"nbgrader collect failed: {collected.stderr[-2000:]}")
+        if written_time(notebooks) != entry.timestamp:   # collect kept what submitted/ held: not this submission
+            return Outcome("error", detail=f"nbgrader collect did not replace submitted/{entry.student}/{ASSIGNMENT} "
+                           "(its timestamp.txt is not this submission's): not graded")
         batch = self.state / "batch"
         shutil.rmtree(batch, ignore_errors=True)
         (batch / entry.student).mkdir(parents=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_serve import COURSE_ID, course_copy, entry, fake_submission
+from test_serve import COURSE_ID, course_copy, entry, fake_submission, stamp
 
 from autograder import serve
 from autograder.course import inbound
@@ -71,6 +71,34 @@ def test_a_submission_dated_in_the_year_900_does_not_stop_the_service(service):
     submission(service.inbound, "mallory", "old", "0900-01-01 00:00:00.000000 UTC")
     service.drain()
     assert [g["status"] for g in service.queue.graded()] == ["graded"]
+def test_a_timestamp_txt_from_the_future_does_not_freeze_later_submissions(service):
+    """nbgrader's ``collect --update`` compares the new entry's name with ``timestamp.txt`` of the submission
+    collected before, a file the student wrote: one dated 9999 made collect skip every later submission of that
+    student, and the service graded the old notebook again under the new entry. Without require_owner, a student
+    could so freeze another student's grade at a notebook of their own making."""
+    first = submission(service.inbound, "alice", "planted", stamp(10), written_time="9999-01-01 00:00:00.000000 UTC")
+    service.drain()
+    later = submission(service.inbound, "alice", "her own work", stamp(1))
+    service.drain()
+    outcomes = {g["entry"]: g for g in service.queue.graded()}
+    assert outcomes[first]["status"] == "error" and "timestamp.txt" in outcomes[first]["detail"], outcomes[first]
+    assert outcomes[later]["status"] == "graded" and service.graded_texts == ["her own work"], service.graded_texts
+
+
+def test_a_stale_collected_submission_is_not_graded_as_the_new_one(service):
+    """Whatever made collect keep what ``submitted/`` held (a ``timestamp.txt`` left there by an earlier collect),
+    the service grades only what it collected, never the older notebook under the new entry's name."""
+    stale = service.root / "submitted" / "alice" / ASSIGNMENT
+    stale.mkdir(parents=True)
+    (stale / f"{NOTEBOOK}.ipynb").write_text(json.dumps({"text": "stale"}))
+    (stale / "timestamp.txt").write_text("9999-01-01 00:00:00.000000 UTC")
+    name = submission(service.inbound, "alice", "new", stamp(1))
+    service.drain()
+    (outcome,) = service.queue.graded()
+    assert outcome["entry"] == name and outcome["status"] == "error", outcome
+    assert service.graded_texts == [], "the stale notebook was graded as the new submission"
+
+
 # --- races ----------------------------------------------------------------------------------------------------------
 
 def test_an_entry_removed_during_the_owner_check_does_not_stop_the_scan(tmp_path, monkeypatch):

@@ -70,6 +70,19 @@ def time_text(when: datetime.datetime) -> str:
     return when.isoformat(sep=" ", timespec="microseconds")
 
 
+def written_time(folder: Path) -> str | None:
+    """The time (TIME_FORMAT, UTC) that ``folder/timestamp.txt`` says; None if it says no date. nbgrader's
+    ``collect --update`` compares the next submission's name with it: a student who writes a later date there
+    would have every later submission skipped."""
+    from nbgrader.utils import parse_utc
+    try:
+        with open(folder / "timestamp.txt", "rb") as file:
+            text = file.read(200).decode("utf-8", "replace").strip()
+        return time_text(parse_utc(text))
+    except (OSError, ValueError, OverflowError, TypeError, AttributeError):
+        return None
+
+
 def owner_problem(entry: Entry, uid: int) -> str:
     """Why ``uid``, the Unix owner of ``entry``, is not the student it names; empty if it is."""
     try:
