@@ -121,3 +121,26 @@ def test_an_entry_removed_during_the_owner_check_does_not_stop_the_scan(tmp_path
     monkeypatch.setattr(inbound.os, "lstat", racing_lstat)
     found = scan(folder, ASSIGNMENT, require_owner=True)
     assert "alice" not in found.latest
+
+
+# --- names ----------------------------------------------------------------------------------------------------------
+
+def test_a_name_not_in_utf8_does_not_stop_the_service_for_good(service):
+    """A byte that is not UTF-8 after the timestamp reached the queue as a lone surrogate, which SQLite refuses:
+    ``poll`` raised UnicodeEncodeError, the service stopped, and stopped again on every restart (the entry stays)."""
+    good = submission(service.inbound, "alice", "work", stamp(2))
+    when = stamp(1)
+    bad = bytes(service.inbound) + b"/" + f"mallory+{ASSIGNMENT}+{when}+".encode() + b"\xff"
+    os.mkdir(bad)
+    for part, text in (("timestamp.txt", when), ("submission_secret.txt", "s"), (f"{NOTEBOOK}.ipynb", "{}")):
+        Path(os.fsdecode(bad), part).write_text(text)
+    service.drain()
+    assert [g["entry"] for g in service.queue.graded()] == [good]
+
+
+def test_a_name_with_a_line_break_cannot_forge_lines_of_the_service_log(tmp_path):
+    """The part after the timestamp was logged as it is ("queued", "graded"): a line break in it wrote a line of
+    the student's choosing into service.log, e.g. another student's score."""
+    forged = f"mallory+{ASSIGNMENT}+{stamp(1)}+x\n2026-12-01 12:00:00 UTC INFO graded bob (...): 22/22 points"
+    parsed = parse_name(forged, ASSIGNMENT)
+    assert isinstance(parsed, str) and "\n" not in parsed, parsed
