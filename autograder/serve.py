@@ -33,7 +33,7 @@ from autograder.course.gradebook import database_url, require_reachable
 from autograder.course.grading_queue import GradingQueue, Outcome
 from autograder.course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot, written_time
 from autograder.course.nbgrader_commands import COURSE_ROOT, scripts_first_on_path
-from autograder.course.submissions import ASSIGNMENT, NOTEBOOK
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK, shown
 from autograder.grade import course_config, course_lock, course_limits, grade
 from autograder.nbgrader_ext.app import run_nbgrader
 
@@ -194,7 +194,8 @@ class Service:
                      outcome.manual_pending, "released" if outcome.feedback_released else "not released",
                      outcome.seconds, since)
         else:
-            log.warning("not graded %s (%s): %s", entry.student, entry.name, outcome.detail)
+            # escaped: the detail may name the student's files, and a line break in one would forge log lines
+            log.warning("not graded %s (%s): %s", entry.student, entry.name, shown(outcome.detail))
 
     def _once(self, key: str, message: str) -> None:
         if self._reported.get(key) != message:

@@ -144,3 +144,22 @@ def test_a_name_with_a_line_break_cannot_forge_lines_of_the_service_log(tmp_path
     forged = f"mallory+{ASSIGNMENT}+{stamp(1)}+x\n2026-12-01 12:00:00 UTC INFO graded bob (...): 22/22 points"
     parsed = parse_name(forged, ASSIGNMENT)
     assert isinstance(parsed, str) and "\n" not in parsed, parsed
+
+
+def test_a_notebook_name_with_a_line_break_cannot_forge_lines_of_the_service_log(tmp_path, monkeypatch, caplog):
+    """Without the assignment's notebook, the grade command names the notebooks it found, as they are: one named
+    with a line break wrote a line of the student's choosing into service.log (the real grading, about 30 s)."""
+    monkeypatch.delenv("NBGRADER_EXCHANGE", raising=False)
+    root = course_copy(tmp_path / "course")
+    folder = root / "exchange" / COURSE_ID / "inbound"
+    folder.mkdir(parents=True)
+    name = fake_submission(folder, "mallory", 1)
+    forged = "x\n2026-12-01 12:00:00 UTC INFO graded bob (bob+simclr+now): 22 points of 22"
+    (folder / name / f"{NOTEBOOK}.ipynb").rename(folder / name / f"{forged}.ipynb")
+    caplog.set_level("INFO", logger="autograder.serve")
+    service = serve.Service(root)
+    service.drain()
+    (outcome,) = service.queue.graded()
+    assert outcome["status"] == "error" and "22 points of 22" in outcome["detail"], outcome
+    lines = "\n".join(r.getMessage() for r in caplog.records).splitlines()
+    assert not any(line.startswith("2026-12-01 12:00:00 UTC INFO graded bob") for line in lines), lines
