@@ -39,6 +39,7 @@ from autograder.nbgrader_ext.app import run_nbgrader
 
 log = logging.getLogger("autograder.serve")
 STATE = "autograding"   # the service's folder in the course root
+INCOMPLETE_WAIT_S = 60.0   # nbgrader submit writes an entry in seconds; an entry incomplete longer is left to rescans
 
 
 class AutoGrading(Configurable):
@@ -79,6 +80,7 @@ class Service:
         self.state = self.root / STATE
         self.queue = GradingQueue(self.state / "queue.db")
         self._reported: dict[str, str] = {}   # entries skipped, logged once each
+        self._incomplete_since: dict[str, float] = {}   # entries seen incomplete: since when (monotonic)
         self.wake = threading.Event()         # set by watchdog's events and by a stop
 
     def poll(self) -> Scan:
@@ -132,12 +134,21 @@ class Service:
                 found = self.poll()
                 if self.grade_next():
                     continue
-                wake.wait(timeout=1.0 if found.incomplete else self.settings.rescan_s)
+                wake.wait(timeout=self._rescan_in(found))
                 wake.clear()
         finally:
             if observer is not None:
                 observer.stop()
                 observer.join(timeout=5)
+
+    def _rescan_in(self, found: Scan) -> float:
+        """Seconds until the next scan: 1 while an entry seen incomplete for less than INCOMPLETE_WAIT_S may be
+        being written by nbgrader submit, else ``rescan_s`` (an entry left incomplete, e.g. thousands of empty
+        folders, would have the whole folder read every second for ever)."""
+        now = time.monotonic()
+        self._incomplete_since = {name: self._incomplete_since.get(name, now) for name in found.incomplete}
+        recent = any(now - since < INCOMPLETE_WAIT_S for since in self._incomplete_since.values())
+        return 1.0 if recent else self.settings.rescan_s
 
     def _grade(self, entry: Entry) -> Outcome:
         staging = self.state / "exchange"

@@ -12,6 +12,7 @@ size limits, into a folder only the grader writes.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import pwd
 import shutil
@@ -44,7 +45,6 @@ class Scan:
 
 def parse_name(name: str, assignment: str, now: datetime.datetime | None = None) -> Entry | str | None:
     """The entry ``name`` names, or why it cannot be graded; None if it is another assignment's."""
-    from nbgrader.utils import parse_utc
     parts = name.split("+")
     if len(parts) < 3 or parts[1] != assignment:
         return None if len(parts) >= 3 else f"{shown(name)}: not an nbgrader submission name (student+assignment+time)"
@@ -56,14 +56,25 @@ def parse_name(name: str, assignment: str, now: datetime.datetime | None = None)
     problem = _folder_name_problem(student) if student else "an empty student id"
     if problem or len(student) > 128:
         return f"{shown(name)}: {problem or 'a student id longer than 128 characters'}"
-    try:
-        when = parse_utc(parts[2])
-    except (ValueError, OverflowError, TypeError):
+    when = _parse_time(parts[2])
+    if when is None:
         return f"{shown(name)}: the timestamp {shown(parts[2])!r} is not a date"
     now = now or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     if when > now + FUTURE_SLACK:
         return f"{shown(name)}: dated in the future ({when:%Y-%m-%d %H:%M} UTC), it would win over every later submission"
     return Entry(name, student, time_text(when))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_time(text: str) -> datetime.datetime | None:
+    """nbgrader's reading of a timestamp (naive, UTC); None if it is not a date. Cached: dateutil takes about a
+    millisecond a name, and the service reads every name again on each scan (thousands of entries a student made
+    took seconds of CPU a scan)."""
+    from nbgrader.utils import parse_utc
+    try:
+        return parse_utc(text)
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def time_text(when: datetime.datetime) -> str:
