@@ -39,6 +39,8 @@ from autograder.nbgrader_ext.app import run_nbgrader
 
 log = logging.getLogger("autograder.serve")
 STATE = "autograding"   # the service's folder in the course root
+MAX_SKIPPED_LOGGED = 10    # new skipped entries named in the log a scan
+MIN_SCAN_INTERVAL_S = 1.0  # a storm of changes in the inbound folder wakes the service at most this often
 INCOMPLETE_WAIT_S = 60.0   # nbgrader submit writes an entry in seconds; an entry incomplete longer is left to rescans
 
 
@@ -79,7 +81,8 @@ class Service:
         self.inbound = self.exchange / self.course_id / "inbound"
         self.state = self.root / STATE
         self.queue = GradingQueue(self.state / "queue.db")
-        self._reported: dict[str, str] = {}   # entries skipped, logged once each
+        self._reported: dict[str, str] = {}   # messages logged once each
+        self._skipped: dict[str, str] = {}    # the entries skipped at the last scan, and why
         self._incomplete_since: dict[str, float] = {}   # entries seen incomplete: since when (monotonic)
         self.wake = threading.Event()         # set by watchdog's events and by a stop
 
@@ -89,8 +92,7 @@ class Service:
             self._once("inbound", f"no inbound folder at {self.inbound} yet (nbgrader release_assignment makes it)")
             return Scan()
         found = scan(self.inbound, ASSIGNMENT, self.settings.require_owner)
-        for name, reason in found.skipped.items():
-            self._once(name, f"skipped {reason}")
+        self._log_skipped(found.skipped)
         for entry in found.latest.values():
             if self.queue.offer(entry):
                 log.info("queued %s (%s); %d waiting", entry.student, entry.name, len(self.queue.waiting()))
@@ -128,9 +130,13 @@ class Service:
         wake = self.wake
         observer = None
         try:
+            last_scan = -MIN_SCAN_INTERVAL_S
             while not stop.is_set():
                 if observer is None and self.inbound.is_dir():
                     observer = _watch(self.inbound, wake)
+                if stop.wait(last_scan + MIN_SCAN_INTERVAL_S - time.monotonic()):
+                    break
+                last_scan = time.monotonic()
                 found = self.poll()
                 if self.grade_next():
                     continue
@@ -207,6 +213,17 @@ class Service:
         else:
             # escaped: the detail may name the student's files, and a line break in one would forge log lines
             log.warning("not graded %s (%s): %s", entry.student, entry.name, shown(outcome.detail))
+
+    def _log_skipped(self, skipped: dict[str, str]) -> None:
+        """Log each skipped entry once, at most MAX_SKIPPED_LOGGED new ones a scan (the rest counted in one line),
+        remembering only the entries still there: a student making and removing odd entries in a loop would
+        otherwise grow the log, and this memory, without end."""
+        new = [reason for name, reason in skipped.items() if self._skipped.get(name) != reason]
+        for reason in new[:MAX_SKIPPED_LOGGED]:
+            log.warning("skipped %s", reason)
+        if len(new) > MAX_SKIPPED_LOGGED:
+            log.warning("skipped %d more entries (not named here)", len(new) - MAX_SKIPPED_LOGGED)
+        self._skipped = dict(skipped)
 
     def _once(self, key: str, message: str) -> None:
         if self._reported.get(key) != message:

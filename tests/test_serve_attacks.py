@@ -195,3 +195,38 @@ def test_an_entry_left_incomplete_does_not_have_the_folder_read_every_second(ser
     service.run(stop)   # here: the queue's SQLite connection belongs to this thread
     timer.join()
     assert len(polls) <= 2, f"{len(polls)} scans in 3.5 s for an entry left incomplete"
+
+
+def test_odd_entries_made_and_removed_in_a_loop_do_not_grow_the_log_without_end(service, caplog):
+    """Each skipped entry was logged once, by name, and remembered for ever: a student making new odd entries in a
+    loop grew service.log, and the service's memory, as fast as they could make them."""
+    caplog.set_level("INFO", logger="autograder.serve")
+    for round_ in range(3):
+        names = [f"junk{round_}-{i}" for i in range(300)]
+        for name in names:
+            (service.inbound / name).mkdir()
+        service.poll()
+        for name in names:
+            (service.inbound / name).rmdir()
+    skipped = [r for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert len(skipped) <= 3 * 11, f"{len(skipped)} log lines for 900 junk entries"
+    service.poll()
+    assert not service._skipped, "entries no longer there are remembered"
+
+
+def test_a_storm_of_changes_in_the_inbound_folder_does_not_keep_the_service_scanning(service, monkeypatch):
+    """Every change in the inbound folder woke the service for a full scan at once: a student's loop touching it
+    kept the service scanning back to back."""
+    import threading
+    polls, poll = [], service.poll
+    monkeypatch.setattr(service, "poll", lambda: polls.append(1) or poll())
+    stop = threading.Event()
+
+    def storm() -> None:
+        while not stop.wait(0.01):
+            service.wake.set()
+
+    threading.Thread(target=storm, daemon=True).start()
+    threading.Timer(3.5, lambda: (stop.set(), service.wake.set())).start()
+    service.run(stop)   # here: the queue's SQLite connection belongs to this thread
+    assert len(polls) <= 5, f"{len(polls)} scans in 3.5 s"
