@@ -48,14 +48,14 @@ def parse_name(name: str, assignment: str, now: datetime.datetime | None = None)
     parts = name.split("+")
     if len(parts) < 3 or parts[1] != assignment:
         return None if len(parts) >= 3 else f"{shown(name)}: not an nbgrader submission name (student+assignment+time)"
-    if not name.isprintable():   # a line break would forge log lines; a byte not UTF-8 cannot enter the queue
-        return f"{shown(name)}: a control character or a byte that is not UTF-8 in the name"
     if len(parts) > 4:
         return f"{shown(name)}: a student id with '+' (nbgrader refuses those)"
     student = parts[0]
     problem = _folder_name_problem(student) if student else "an empty student id"
     if problem or len(student) > 128:
         return f"{shown(name)}: {problem or 'a student id longer than 128 characters'}"
+    if not name.isprintable():   # a line break would forge log lines; a byte not UTF-8 cannot enter the queue
+        return f"{shown(name)}: a control character or a byte that is not UTF-8 in the name"
     when = _parse_time(parts[2])
     if when is None:
         return f"{shown(name)}: the timestamp {shown(parts[2])!r} is not a date"
