@@ -31,14 +31,17 @@ from autograder.boundary import isolation
 from autograder.boundary.sandbox import Limits
 from autograder.course.gradebook import database_url, require_reachable
 from autograder.course.grading_queue import GradingQueue, Outcome
-from autograder.course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot
+from autograder.course.inbound import TIME_FORMAT, Entry, RefusedEntry, Scan, scan, snapshot, written_time
 from autograder.course.nbgrader_commands import COURSE_ROOT, scripts_first_on_path
-from autograder.course.submissions import ASSIGNMENT, NOTEBOOK
+from autograder.course.submissions import ASSIGNMENT, NOTEBOOK, shown
 from autograder.grade import course_config, course_lock, course_limits, grade
 from autograder.nbgrader_ext.app import run_nbgrader
 
 log = logging.getLogger("autograder.serve")
 STATE = "autograding"   # the service's folder in the course root
+MAX_SKIPPED_LOGGED = 10    # new skipped entries named in the log a scan
+MIN_SCAN_INTERVAL_S = 1.0  # a storm of changes in the inbound folder wakes the service at most this often
+INCOMPLETE_WAIT_S = 60.0   # nbgrader submit writes an entry in seconds; an entry incomplete longer is left to rescans
 
 
 class AutoGrading(Configurable):
@@ -78,7 +81,9 @@ class Service:
         self.inbound = self.exchange / self.course_id / "inbound"
         self.state = self.root / STATE
         self.queue = GradingQueue(self.state / "queue.db")
-        self._reported: dict[str, str] = {}   # entries skipped, logged once each
+        self._reported: dict[str, str] = {}   # messages logged once each
+        self._skipped: dict[str, str] = {}    # the entries skipped at the last scan, and why
+        self._incomplete_since: dict[str, float] = {}   # entries seen incomplete: since when (monotonic)
         self.wake = threading.Event()         # set by watchdog's events and by a stop
 
     def poll(self) -> Scan:
@@ -87,8 +92,7 @@ class Service:
             self._once("inbound", f"no inbound folder at {self.inbound} yet (nbgrader release_assignment makes it)")
             return Scan()
         found = scan(self.inbound, ASSIGNMENT, self.settings.require_owner)
-        for name, reason in found.skipped.items():
-            self._once(name, f"skipped {reason}")
+        self._log_skipped(found.skipped)
         for entry in found.latest.values():
             if self.queue.offer(entry):
                 log.info("queued %s (%s); %d waiting", entry.student, entry.name, len(self.queue.waiting()))
@@ -126,18 +130,31 @@ class Service:
         wake = self.wake
         observer = None
         try:
+            last_scan = -MIN_SCAN_INTERVAL_S
             while not stop.is_set():
                 if observer is None and self.inbound.is_dir():
                     observer = _watch(self.inbound, wake)
+                if stop.wait(last_scan + MIN_SCAN_INTERVAL_S - time.monotonic()):
+                    break
+                last_scan = time.monotonic()
                 found = self.poll()
                 if self.grade_next():
                     continue
-                wake.wait(timeout=1.0 if found.incomplete else self.settings.rescan_s)
+                wake.wait(timeout=self._rescan_in(found))
                 wake.clear()
         finally:
             if observer is not None:
                 observer.stop()
                 observer.join(timeout=5)
+
+    def _rescan_in(self, found: Scan) -> float:
+        """Seconds until the next scan: 1 while an entry seen incomplete for less than INCOMPLETE_WAIT_S may be
+        being written by nbgrader submit, else ``rescan_s`` (an entry left incomplete, e.g. thousands of empty
+        folders, would have the whole folder read every second for ever)."""
+        now = time.monotonic()
+        self._incomplete_since = {name: self._incomplete_since.get(name, now) for name in found.incomplete}
+        recent = any(now - since < INCOMPLETE_WAIT_S for since in self._incomplete_since.values())
+        return 1.0 if recent else self.settings.rescan_s
 
     def _grade(self, entry: Entry) -> Outcome:
         staging = self.state / "exchange"
@@ -149,6 +166,9 @@ class Service:
                      self.settings.max_files)
         except RefusedEntry as error:
             return Outcome("error", detail=str(error))
+        if written_time(inbound / entry.name) != entry.timestamp:   # nbgrader submit writes the two alike
+            return Outcome("error", detail=f"{entry.student}: timestamp.txt does not say the time of the entry's "
+                           "name (nbgrader collect would compare every later submission with it)")
         db = f"--CourseDirectory.db_url={self.db_url}"
         with course_lock(self.root):
             collected = run_nbgrader(["collect", ASSIGNMENT, f"--student={entry.student}", "--update",
@@ -156,6 +176,9 @@ class Service:
         notebooks = self.root / "submitted" / entry.student / ASSIGNMENT
         if collected.returncode != 0 or not notebooks.is_dir():
             return Outcome("error", detail=f"nbgrader collect failed: {collected.stderr[-2000:]}")
+        if written_time(notebooks) != entry.timestamp:   # collect kept what submitted/ held: not this submission
+            return Outcome("error", detail=f"nbgrader collect did not replace submitted/{entry.student}/{ASSIGNMENT} "
+                           "(its timestamp.txt is not this submission's): not graded")
         batch = self.state / "batch"
         shutil.rmtree(batch, ignore_errors=True)
         (batch / entry.student).mkdir(parents=True)
@@ -188,7 +211,19 @@ class Service:
                      outcome.manual_pending, "released" if outcome.feedback_released else "not released",
                      outcome.seconds, since)
         else:
-            log.warning("not graded %s (%s): %s", entry.student, entry.name, outcome.detail)
+            # escaped: the detail may name the student's files, and a line break in one would forge log lines
+            log.warning("not graded %s (%s): %s", entry.student, entry.name, shown(outcome.detail))
+
+    def _log_skipped(self, skipped: dict[str, str]) -> None:
+        """Log each skipped entry once, at most MAX_SKIPPED_LOGGED new ones a scan (the rest counted in one line),
+        remembering only the entries still there: a student making and removing odd entries in a loop would
+        otherwise grow the log, and this memory, without end."""
+        new = [reason for name, reason in skipped.items() if self._skipped.get(name) != reason]
+        for reason in new[:MAX_SKIPPED_LOGGED]:
+            log.warning("skipped %s", reason)
+        if len(new) > MAX_SKIPPED_LOGGED:
+            log.warning("skipped %d more entries (not named here)", len(new) - MAX_SKIPPED_LOGGED)
+        self._skipped = dict(skipped)
 
     def _once(self, key: str, message: str) -> None:
         if self._reported.get(key) != message:

@@ -39,11 +39,12 @@ def stamp(minutes_ago: float = 0.0) -> str:
 
 def fake_submission(inbound_dir: Path, student: str, minutes_ago: float = 0.0, complete: bool = True) -> str:
     """An inbound entry laid out as nbgrader submit leaves it; returns its name."""
-    name = f"{student}+{ASSIGNMENT}+{stamp(minutes_ago)}+r{len(os.listdir(inbound_dir))}"
+    when = stamp(minutes_ago)   # nbgrader submit writes one time into the name and timestamp.txt
+    name = f"{student}+{ASSIGNMENT}+{when}+r{len(os.listdir(inbound_dir))}"
     (inbound_dir / name).mkdir()
     (inbound_dir / name / f"{NOTEBOOK}.ipynb").write_text("{}")
     if complete:
-        (inbound_dir / name / "timestamp.txt").write_text(stamp(minutes_ago))
+        (inbound_dir / name / "timestamp.txt").write_text(when)
         (inbound_dir / name / "submission_secret.txt").write_text("s")
     return name
 

@@ -12,6 +12,7 @@ size limits, into a folder only the grader writes.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import pwd
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 from autograder.course.submissions import _folder_name_problem, shown
 
 FUTURE_SLACK = datetime.timedelta(minutes=5)   # clocks of the students' servers may run a little ahead
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"           # fixed width: these strings sort as the times do
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"           # fixed width (see time_text): these strings sort as the times do
 COMPLETE = ("timestamp.txt", "submission_secret.txt")   # nbgrader submit writes them after the notebooks
 
 
@@ -44,7 +45,6 @@ class Scan:
 
 def parse_name(name: str, assignment: str, now: datetime.datetime | None = None) -> Entry | str | None:
     """The entry ``name`` names, or why it cannot be graded; None if it is another assignment's."""
-    from nbgrader.utils import parse_utc
     parts = name.split("+")
     if len(parts) < 3 or parts[1] != assignment:
         return None if len(parts) >= 3 else f"{shown(name)}: not an nbgrader submission name (student+assignment+time)"
@@ -54,19 +54,50 @@ def parse_name(name: str, assignment: str, now: datetime.datetime | None = None)
     problem = _folder_name_problem(student) if student else "an empty student id"
     if problem or len(student) > 128:
         return f"{shown(name)}: {problem or 'a student id longer than 128 characters'}"
-    try:
-        when = parse_utc(parts[2])
-    except (ValueError, OverflowError, TypeError):
+    if not name.isprintable():   # a line break would forge log lines; a byte not UTF-8 cannot enter the queue
+        return f"{shown(name)}: a control character or a byte that is not UTF-8 in the name"
+    when = _parse_time(parts[2])
+    if when is None:
         return f"{shown(name)}: the timestamp {shown(parts[2])!r} is not a date"
     now = now or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     if when > now + FUTURE_SLACK:
         return f"{shown(name)}: dated in the future ({when:%Y-%m-%d %H:%M} UTC), it would win over every later submission"
-    return Entry(name, student, when.strftime(TIME_FORMAT))
+    return Entry(name, student, time_text(when))
 
 
-def owner_problem(inbound: Path, entry: Entry) -> str:
-    """Why the Unix owner of ``entry`` is not the student it names; empty if it is."""
-    uid = os.lstat(inbound / entry.name).st_uid
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_time(text: str) -> datetime.datetime | None:
+    """nbgrader's reading of a timestamp (naive, UTC); None if it is not a date. Cached: dateutil takes about a
+    millisecond a name, and the service reads every name again on each scan (thousands of entries a student made
+    took seconds of CPU a scan)."""
+    from nbgrader.utils import parse_utc
+    try:
+        return parse_utc(text)
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def time_text(when: datetime.datetime) -> str:
+    """``when`` (naive, UTC) in TIME_FORMAT with a 4-digit year: ``strftime`` writes the year 900 as '900', which
+    would sort after '2026' and win over every later submission."""
+    return when.isoformat(sep=" ", timespec="microseconds")
+
+
+def written_time(folder: Path) -> str | None:
+    """The time (TIME_FORMAT, UTC) that ``folder/timestamp.txt`` says; None if it says no date. nbgrader's
+    ``collect --update`` compares the next submission's name with it: a student who writes a later date there
+    would have every later submission skipped."""
+    from nbgrader.utils import parse_utc
+    try:
+        with open(folder / "timestamp.txt", "rb") as file:
+            text = file.read(200).decode("utf-8", "replace").strip()
+        return time_text(parse_utc(text))
+    except (OSError, ValueError, OverflowError, TypeError, AttributeError):
+        return None
+
+
+def owner_problem(entry: Entry, uid: int) -> str:
+    """Why ``uid``, the Unix owner of ``entry``, is not the student it names; empty if it is."""
     try:
         owner = pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -85,14 +116,15 @@ def scan(inbound: Path, assignment: str, require_owner: bool = False) -> Scan:
             found.skipped[name] = entry
             continue
         try:
-            mode = os.lstat(inbound / name).st_mode
+            status = os.lstat(inbound / name)   # the one look at it: a second could find it removed meanwhile
         except FileNotFoundError:   # removed meanwhile
             continue
+        mode = status.st_mode
         if not stat.S_ISDIR(mode):
             kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a folder"
             found.skipped[name] = f"{shown(name)}: {kind}; nbgrader submit makes a folder"
             continue
-        problem = owner_problem(inbound, entry) if require_owner else ""
+        problem = owner_problem(entry, status.st_uid) if require_owner else ""
         if problem:
             found.skipped[name] = problem
             continue
